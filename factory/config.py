@@ -1,0 +1,346 @@
+"""The one typed configuration tree of FlawForge, and its presets.
+
+Every threshold, schedule and size the stages use lives here, with the ArtiAgent paper's values
+as defaults (arXiv 2602.20951; see shared REFERENCE.md). A run's config is a preset, then an
+optional YAML file, then CLI overrides (``section.field=value``), validated by pydantic so a bad
+value names its field. ``config_hash`` is the identity of the work a config describes: it goes
+into every ``sample_id`` and guards an output directory against a changed config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ToolName = Literal["add", "remove", "distort", "fuse"]
+TOOLS: tuple[ToolName, ...] = ("add", "remove", "distort", "fuse")
+PRESETS = ("tiny", "flux-dev", "flux-schnell")
+
+
+class Strict(BaseModel):
+    """Base for every config section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+# ---------------------------------------------------------------------------------------- sources
+class SourceConfig(Strict):
+    uri: str = Field("samples", description="'samples', a folder, a glob, an fsspec URI or a Parquet file/dir")
+    image_column: str = Field("image", description="image column when the source is Parquet")
+    id_column: str | None = Field(None, description="column holding a stable id when the source is Parquet")
+    min_side: int = Field(64, ge=16, description="smaller images are rejected")
+    max_pixels: int = Field(50_000_000, ge=1, description="larger images are rejected (decompression bombs)")
+    max_bytes: int = Field(200 * 2**20, ge=1, description="larger files are rejected before decoding")
+
+
+# ----------------------------------------------------------------------------------------- models
+class ModelSpec(Strict):
+    """Where one model comes from. ``tiny`` builds a random model of the production class offline."""
+
+    kind: Literal["tiny", "pretrained"] = "tiny"
+    path: str | None = Field(None, description="local folder or Hugging Face id (pretrained only)")
+    revision: str | None = None
+    local_files_only: bool = Field(True, description="never download at run time unless asked")
+
+    @model_validator(mode="after")
+    def _pretrained_needs_path(self) -> ModelSpec:
+        if self.kind == "pretrained" and not self.path:
+            raise ValueError("a pretrained model needs 'path' (a local folder or a Hugging Face id)")
+        return self
+
+
+class VLMConfig(Strict):
+    backend: Literal["transformers", "vllm", "openai"] = "transformers"
+    model: ModelSpec = ModelSpec()
+    base_url: str | None = Field(None, description="OpenAI-compatible server URL (backend 'openai')")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    openai_model: str = Field("gpt-4o", description="model name sent to the OpenAI-compatible server")
+    max_new_tokens: int = Field(384, ge=16)
+    temperature: float = Field(0.0, ge=0.0)
+    max_concurrency: int = Field(8, ge=1)
+    max_retries: int = Field(4, ge=0)
+    timeout_s: float = Field(60.0, gt=0)
+
+
+class ModelsConfig(Strict):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    seed: int = Field(0, description="seed of the tiny random models")
+    vlm: VLMConfig = VLMConfig()
+    grounding: ModelSpec = ModelSpec()
+    segmentation: ModelSpec = ModelSpec()
+    segmentation_family: Literal["sam", "sam2"] = "sam"
+    flux: ModelSpec = ModelSpec()
+    lpips: ModelSpec = ModelSpec()
+
+
+# ------------------------------------------------------------------------------------- perception
+class ImageConfig(Strict):
+    cell: int = Field(16, description="pixels per FLUX token side (8x VAE, 2x2 packing)")
+    min_short_side: int = Field(480, ge=16, description="shorter sides are upscaled to this")
+    max_side: int = Field(1024, ge=16, description="longer sides are downscaled to this")
+
+    @model_validator(mode="after")
+    def _multiples_of_cell(self) -> ImageConfig:
+        if self.cell != 16:
+            raise ValueError("cell must be 16: one FLUX token covers 16x16 pixels")
+        if self.max_side < self.min_short_side:
+            raise ValueError("max_side must be >= min_short_side")
+        return self
+
+
+class PerceptionConfig(Strict):
+    box_threshold: float = Field(0.3, ge=0, le=1)
+    text_threshold: float = Field(0.25, ge=0, le=1)
+    nms_iou: float = Field(0.5, ge=0, le=1)
+    containment: float = Field(0.9, ge=0, le=1, description="|part ∩ parent| / |part| to link a part")
+    min_entity_fraction: float = Field(0.01, ge=0, le=1, description="entity mask share of the image")
+    max_part_fraction: float = Field(0.5, ge=0, le=1, description="part mask share of the image")
+    min_part_pixels: int = Field(512, ge=0, description="parts must cover more pixels than this")
+    max_artifacts: int = Field(3, ge=1)
+    max_phrases: int = Field(24, ge=1, description="cap on vocabulary phrases sent to grounding")
+    tool_shares: dict[ToolName, float] = Field(
+        default_factory=lambda: {"add": 0.25, "remove": 0.25, "distort": 0.25, "fuse": 0.25},
+        description="target share of each tool in the plan (type balancing)",
+    )
+    sam_multimask: bool = True
+
+
+# ------------------------------------------------------------------------------------------ tools
+class AddConfig(Strict):
+    min_in_bounds: float = Field(0.5, ge=0, le=1, description="skip shifts that keep less of the part")
+    shift_penalty: float = Field(0.05, ge=0, description="score / (1 + penalty * shift length)")
+    max_ring: int = Field(3, ge=1, description="largest L1 ring (in cells) searched for anchors")
+
+
+class DistortConfig(Strict):
+    kernels: list[Literal["permute", "jitter", "strips"]] = ["permute", "jitter", "strips"]
+    jitter_sigma_cells: float = Field(1.0, gt=0)
+    strips: int = Field(6, ge=2)
+    strip_shift_px: tuple[int, int] = (10, 60)
+
+
+class FuseConfig(Strict):
+    min_overlap_cells: int = Field(5, ge=1)
+    max_containment: float = Field(0.7, ge=0, le=1)
+    band_radius: int = Field(2, ge=1, description="L1 radius (cells) of the band around the overlap")
+    seeds: int = Field(5, ge=1, description="farthest-point seeds splitting the band")
+    max_offset: int = Field(4, ge=1)
+
+
+class ToolsConfig(Strict):
+    add: AddConfig = AddConfig()
+    distort: DistortConfig = DistortConfig()
+    fuse: FuseConfig = FuseConfig()
+
+
+# -------------------------------------------------------------------------------------- injection
+class LayerRange(Strict):
+    """Blocks [start, stop) in the frame of a model with ``of`` blocks, rescaled to the real count.
+
+    The paper's schedule is written for FLUX.1-dev (19 double, 38 single blocks); a tiny model
+    with 4 single blocks maps single blocks 0-18 of 38 to 0-1 and 20-37 of 38 to 2-3.
+    """
+
+    start: int = Field(0, ge=0)
+    stop: int = Field(..., ge=0)
+    of: int = Field(..., ge=1)
+
+    def resolve(self, num_blocks: int) -> range:
+        lo = round(self.start * num_blocks / self.of)
+        hi = round(self.stop * num_blocks / self.of)
+        return range(min(lo, num_blocks), min(max(hi, lo), num_blocks))
+
+
+class InjectionConfig(Strict):
+    num_steps: int = Field(25, ge=1)
+    solver: Literal["euler", "fireflow"] = "euler"
+    guidance_invert: float = 1.0
+    guidance_denoise: float = 5.0
+    pe_steps: dict[ToolName, int] = Field(
+        default_factory=lambda: {"add": 25, "remove": 25, "distort": 15, "fuse": 15},
+        description="denoising steps with positional (RoPE) injection, per tool",
+    )
+    pe_double_blocks: LayerRange = LayerRange(start=0, stop=19, of=19)
+    pe_single_blocks: LayerRange = LayerRange(start=0, stop=19, of=38)
+    value_single_blocks: LayerRange = LayerRange(start=20, stop=38, of=38)
+    value_steps: int = Field(15, ge=0, description="denoising steps with value injection")
+    dilation_cells: int = Field(1, ge=0, description="dilation of target cells for the change mask")
+    latent_paste: bool = Field(True, description="paste inverted latents outside the change mask every step")
+    cache_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where cached values live")
+    pin_memory: bool = True
+    max_sequence_length: int = Field(512, ge=1, description="T5 tokens of the prompt")
+
+
+# --------------------------------------------------------------------------------------- curation
+class CurationConfig(Strict):
+    lpips_min: float = Field(0.1, ge=0)
+    lpips_max: float = Field(0.5, ge=0)
+    vlm_check_tools: list[ToolName] = ["add", "remove", "fuse"]
+    lpips_check_tools: list[ToolName] = ["distort"]
+    leak_tolerance: int = Field(0, ge=0, description="pixel value difference allowed outside the mask")
+    crop_margin: float = Field(0.15, ge=0, description="context margin around an artifact crop")
+    require_vlm_label: bool = Field(True, description="the VLM verdict must say the artifact is visible")
+
+    @model_validator(mode="after")
+    def _window(self) -> CurationConfig:
+        if self.lpips_min >= self.lpips_max:
+            raise ValueError("lpips_min must be smaller than lpips_max")
+        return self
+
+
+# ---------------------------------------------------------------------------------------- factory
+class StageConfig(Strict):
+    actors: int = Field(1, ge=1, description="actor pool size")
+    batch_size: int = Field(1, ge=1)
+    num_gpus: float = Field(0.0, ge=0)
+    num_cpus: float = Field(0.5, gt=0, description="keep below 1 so reads/writes keep a CPU")
+
+
+class FactoryConfig(Strict):
+    seed: int = 0
+    seeds_per_image: int = Field(4, ge=1, description="most seeds tried per source image")
+    expected_yield: float = Field(0.5, gt=0, le=1, description="accepted share assumed before any round ends")
+    max_rounds: int = Field(20, ge=1)
+    overplan: float = Field(1.2, ge=1, description="plan this many times the estimated work per round")
+    perception: StageConfig = StageConfig()
+    synthesis: StageConfig = StageConfig()
+    curation: StageConfig = StageConfig()
+    ray_address: str | None = Field(None, description="None: join RAY_ADDRESS or start a local Ray")
+
+
+class OutputConfig(Strict):
+    rows_per_file: int = Field(256, ge=1)
+    row_group_size: int = Field(64, ge=1)
+    compression: Literal["zstd", "snappy", "none"] = "zstd"
+    mask_format: Literal["png"] = "png"
+
+
+class Config(Strict):
+    preset: str = "tiny"
+    source: SourceConfig = SourceConfig()
+    models: ModelsConfig = ModelsConfig()
+    image: ImageConfig = ImageConfig()
+    perception: PerceptionConfig = PerceptionConfig()
+    tools: ToolsConfig = ToolsConfig()
+    injection: InjectionConfig = InjectionConfig()
+    curation: CurationConfig = CurationConfig()
+    factory: FactoryConfig = FactoryConfig()
+    output: OutputConfig = OutputConfig()
+
+    def config_hash(self) -> str:
+        """Hash of everything that changes what a sample looks like (not where it runs)."""
+        data = self.model_dump(mode="json", exclude={"factory": True, "output": True, "source": True})
+        data["factory_seed"] = self.factory.seed
+        blob = json.dumps(data, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------- presets
+def _preset_overrides(name: str) -> dict[str, Any]:
+    if name == "tiny":
+        # Random tiny models of the production classes: proves mechanics, not artifact quality.
+        return {
+            "image": {"min_short_side": 128, "max_side": 192},
+            "perception": {"min_part_pixels": 64, "box_threshold": 0.0, "text_threshold": 0.0},
+            "injection": {"num_steps": 4, "pe_steps": {"add": 4, "remove": 4, "distort": 3, "fuse": 3},
+                          "value_steps": 3, "max_sequence_length": 16},
+            # Random models give arbitrary LPIPS: accept the whole range so mechanics get exercised.
+            "curation": {"lpips_min": 0.0, "lpips_max": 1e9, "require_vlm_label": False},
+            "factory": {"seeds_per_image": 4},
+        }
+    if name in ("flux-dev", "flux-schnell"):
+        flux_id = "black-forest-labs/FLUX.1-dev" if name == "flux-dev" else "black-forest-labs/FLUX.1-schnell"
+        overrides: dict[str, Any] = {
+            "models": {
+                "device": "cuda",
+                "dtype": "bfloat16",
+                "vlm": {"backend": "vllm", "model": {"kind": "pretrained", "path": "Qwen/Qwen2.5-VL-7B-Instruct"}},
+                "grounding": {"kind": "pretrained", "path": "IDEA-Research/grounding-dino-base"},
+                "segmentation": {"kind": "pretrained", "path": "facebook/sam-vit-huge"},
+                "flux": {"kind": "pretrained", "path": flux_id},
+                "lpips": {"kind": "pretrained", "path": "alex"},
+            },
+            "factory": {
+                "perception": {"actors": 1, "batch_size": 8, "num_gpus": 1.0},
+                "synthesis": {"actors": 6, "batch_size": 2, "num_gpus": 1.0},
+                "curation": {"actors": 1, "batch_size": 8, "num_gpus": 1.0},
+            },
+        }
+        if name == "flux-schnell":
+            # Schnell is timestep-distilled and guidance-free: fewer steps, no guidance embedding.
+            overrides["injection"] = {"num_steps": 4, "guidance_invert": 0.0, "guidance_denoise": 0.0,
+                                      "pe_steps": {"add": 4, "remove": 4, "distort": 3, "fuse": 3},
+                                      "value_steps": 3, "max_sequence_length": 256}
+        return overrides
+    raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the field and the reason."""
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(config)"
+        lines.append(f"{field}: {e['msg']} (got {e.get('input')!r})")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def load_config(
+    preset: str = "tiny",
+    file: str | Path | None = None,
+    overrides: dict[str, Any] | list[str] | None = None,
+) -> Config:
+    """Build a config: preset, then a YAML file, then ``overrides`` (``{"a.b": v}`` or ``["a.b=v"]``)."""
+    tree: dict[str, Any] = {"preset": preset}
+    tree = _deep_merge(tree, _preset_overrides(preset))
+    if file is not None:
+        path = Path(file)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping, not {type(loaded).__name__}")
+        tree = _deep_merge(tree, loaded)
+        tree["preset"] = preset
+    if isinstance(overrides, list):
+        parsed: dict[str, Any] = {}
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} must look like section.field=value")
+            key, raw = item.split("=", 1)
+            parsed[key.strip()] = yaml.safe_load(raw)
+        overrides = parsed
+    for key, value in (overrides or {}).items():
+        _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err)) from None

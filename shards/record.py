@@ -1,0 +1,142 @@
+"""The record that flows through every stage: one ``Sample`` per (source image, seed).
+
+Stages fill it in order — perception sets ``real_image``, ``caption``, ``plan``; synthesis sets
+``image`` and each planned artifact's ``region``; curation sets verdicts, explanations, ``mask``
+and the final ``status``. Between Ray Data stages a sample travels as a flat row
+(``to_row``/``from_row``): ids, status and images as plain columns, nested parts as JSON strings,
+so every stage sees the same columns and rejected samples keep flowing with their reason.
+The Parquet shard schema (``shards.schema``) is the persisted form of the same record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+Status = Literal["pending", "accepted", "rejected"]
+SCHEMA_VERSION = 1
+
+
+def make_sample_id(source_id: str, seed: int, config_hash: str) -> str:
+    """Deterministic id of one unit of work: the same source, seed and config give the same id."""
+    digest = hashlib.sha256(f"{source_id}\x00{seed}\x00{config_hash}".encode()).hexdigest()
+    return digest[:24]
+
+
+@dataclass
+class SourceInfo:
+    uri: str = ""
+    width: int = 0  # of the original file, before resizing
+    height: int = 0
+    sha256: str = ""
+
+
+@dataclass
+class Artifact:
+    """One injected artifact. ``cells``/``reference_cells`` are token-cell indices (row * W + col)."""
+
+    tool: str
+    kernel: str | None = None
+    entity: str = ""
+    subentity: str | None = None
+    bbox: list[int] = field(default_factory=list)  # [x0, y0, x1, y1] in pixels of the processed image
+    cells: list[int] = field(default_factory=list)
+    reference_cells: list[int] = field(default_factory=list)
+    region: dict | None = None  # COCO RLE of the pixel change region (dilated target cells)
+    local_explanation: str = ""
+    label: str = ""
+    lpips: float | None = None
+    vlm_verdict: str | None = None  # raw JSON verdict of the VLM triplet check
+    accepted: bool = False
+    reject_reason: str = ""
+
+
+@dataclass
+class Sample:
+    sample_id: str
+    source_id: str
+    seed: int
+    status: Status = "pending"
+    reject_reason: str = ""
+    source: SourceInfo = field(default_factory=SourceInfo)
+    real_image: bytes = b""  # PNG of the original at the processed size
+    image: bytes = b""  # PNG of the artifact image
+    mask: bytes = b""  # PNG, uint8: 0 clean, k = artifact k (1-based), 255 = ignore
+    caption: str = ""
+    global_explanation: str = ""
+    plan: dict[str, Any] = field(default_factory=dict)  # perception output (entities, parts, RLEs)
+    artifacts: list[Artifact] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    # ---------------------------------------------------------------------------------- states
+    def reject(self, reason: str) -> Sample:
+        """Mark rejected with a reason; later stages pass a rejected sample through unchanged."""
+        if self.status != "rejected":
+            self.status = "rejected"
+            self.reject_reason = reason
+        return self
+
+    @property
+    def is_rejected(self) -> bool:
+        return self.status == "rejected"
+
+    # ------------------------------------------------------------------------------- transport
+    _JSON_FIELDS = ("source", "plan", "artifacts", "provenance")
+
+    def to_row(self) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in self._JSON_FIELDS:
+                if f.name == "source":
+                    value = asdict(value)
+                elif f.name == "artifacts":
+                    value = [asdict(a) for a in value]
+                row[f.name] = json.dumps(value, sort_keys=True)
+            else:
+                row[f.name] = value
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Sample:
+        def text(name: str) -> Any:
+            value = row.get(name)
+            if value is None:
+                return None
+            return value if isinstance(value, str) else str(value)
+
+        def blob(name: str) -> bytes:
+            value = row.get(name)
+            return bytes(value) if value is not None else b""
+
+        return cls(
+            sample_id=text("sample_id"),
+            source_id=text("source_id"),
+            seed=int(row["seed"]),
+            status=text("status") or "pending",
+            reject_reason=text("reject_reason") or "",
+            source=SourceInfo(**json.loads(row.get("source") or "{}")),
+            real_image=blob("real_image"),
+            image=blob("image"),
+            mask=blob("mask"),
+            caption=text("caption") or "",
+            global_explanation=text("global_explanation") or "",
+            plan=json.loads(row.get("plan") or "{}"),
+            artifacts=[Artifact(**a) for a in json.loads(row.get("artifacts") or "[]")],
+            provenance=json.loads(row.get("provenance") or "{}"),
+        )
+
+
+def rows_to_samples(batch: dict[str, Any]) -> list[Sample]:
+    """A Ray Data batch (dict of columns) → samples."""
+    keys = list(batch)
+    n = len(batch[keys[0]]) if keys else 0
+    return [Sample.from_row({k: batch[k][i] for k in keys}) for i in range(n)]
+
+
+def samples_to_rows(samples: list[Sample]) -> dict[str, list[Any]]:
+    """Samples → a Ray Data batch (dict of equal-length column lists)."""
+    rows = [s.to_row() for s in samples]
+    return {k: [r[k] for r in rows] for k in (rows[0] if rows else Sample("", "", 0).to_row())}
