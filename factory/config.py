@@ -219,6 +219,7 @@ class OutputConfig(Strict):
     row_group_size: int = Field(64, ge=1)
     compression: Literal["zstd", "snappy", "none"] = "zstd"
     mask_format: Literal["png"] = "png"
+    flush_seconds: float = Field(60.0, gt=0, description="commit a partly filled shard after this long")
 
 
 class Config(Strict):

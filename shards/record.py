@@ -129,14 +129,24 @@ class Sample:
         )
 
 
-def rows_to_samples(batch: dict[str, Any]) -> list[Sample]:
-    """A Ray Data batch (dict of columns) → samples."""
-    keys = list(batch)
-    n = len(batch[keys[0]]) if keys else 0
-    return [Sample.from_row({k: batch[k][i] for k in keys}) for i in range(n)]
+def row_schema():
+    """Arrow schema of a ``Sample.to_row()`` row: the transport format between Ray Data stages."""
+    import pyarrow as pa
+
+    text = ("sample_id", "source_id", "status", "reject_reason", "source", "caption",
+            "global_explanation", "plan", "artifacts", "provenance")
+    types = {name: pa.string() for name in text}
+    types.update(seed=pa.int64(), real_image=pa.binary(), image=pa.binary(), mask=pa.binary())
+    return pa.schema([(f.name, types[f.name]) for f in fields(Sample)])
 
 
-def samples_to_rows(samples: list[Sample]) -> dict[str, list[Any]]:
-    """Samples → a Ray Data batch (dict of equal-length column lists)."""
-    rows = [s.to_row() for s in samples]
-    return {k: [r[k] for r in rows] for k in (rows[0] if rows else Sample("", "", 0).to_row())}
+def to_transport_table(samples: list[Sample]):
+    """Samples → a pyarrow table in the transport schema (a Ray Data ``pyarrow`` batch)."""
+    import pyarrow as pa
+
+    return pa.Table.from_pylist([s.to_row() for s in samples], schema=row_schema())
+
+
+def from_transport_table(table) -> list[Sample]:
+    """A transport-schema pyarrow table (a Ray Data batch) → samples."""
+    return [Sample.from_row(row) for row in table.to_pylist()]
