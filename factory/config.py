@@ -207,6 +207,7 @@ class FactoryConfig(Strict):
     seeds_per_image: int = Field(4, ge=1, description="most seeds tried per source image")
     expected_yield: float = Field(0.5, gt=0, le=1, description="accepted share assumed before any round ends")
     max_rounds: int = Field(20, ge=1)
+    round_retries: int = Field(3, ge=0, description="replans of a round whose stream failed (lost node, ...)")
     overplan: float = Field(1.2, ge=1, description="plan this many times the estimated work per round")
     perception: StageConfig = StageConfig()
     synthesis: StageConfig = StageConfig()

@@ -143,6 +143,10 @@ class OutputDir:
                     compression=config.output.compression)
         return target
 
+    def append_text(self, name: str, text: str) -> None:
+        with self.fs.open(self.path(name), "a") as f:
+            f.write(text)
+
     def write_json(self, name: str, data: Any) -> None:
         with self.fs.open(self.path(name), "w") as f:
             json.dump(data, f, indent=2, sort_keys=True)
@@ -254,7 +258,7 @@ def run_factory(n: int, config: Config, out: str) -> dict[str, Any]:
 
     pool = list(candidates(config))
     rounds: list[dict[str, Any]] = []
-    processed = 0
+    processed = failures = 0
     if ledger.accepted < n:
         init_ray(config)
     while ledger.accepted < n and len(rounds) < config.factory.max_rounds:
@@ -268,17 +272,28 @@ def run_factory(n: int, config: Config, out: str) -> dict[str, Any]:
         round_info = {"round": len(rounds) + 1, "planned": len(items), "yield_estimate": round(estimate, 4)}
         log.info("round %d: %d samples planned (yield estimate %.2f)", round_info["round"], len(items), estimate)
         buffer = ShardBuffer(output, config, ledger)
-        for batch in build_dataset(items, config).iter_batches(batch_format="pyarrow", batch_size=None):
-            for sample in from_transport_table(batch):
-                if sample.status == "accepted" and buffer.accepted >= n:
-                    continue  # surplus: never committed, so never finished; a larger --n may redo it
-                _stamp(sample, config)
-                buffer.add(sample)
-                processed += 1
-            if buffer.accepted >= n:
-                break  # stops the stream: in-flight work is dropped, nothing half-written
-            buffer.flush_if_due()
+        dataset = build_dataset(items, config)
+        try:
+            for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+                for sample in from_transport_table(batch):
+                    if sample.status == "accepted" and buffer.accepted >= n:
+                        continue  # surplus: never committed, so never finished; a larger --n may redo it
+                    _stamp(sample, config)
+                    buffer.add(sample)
+                    processed += 1
+                if buffer.accepted >= n:
+                    break  # stops the stream: in-flight work is dropped, nothing half-written
+                buffer.flush_if_due()
+        except Exception as err:  # agents catch their own errors: this is infrastructure (lost node, ...)
+            failures += 1
+            round_info["error"] = f"{type(err).__name__}: {err}"[:500]
+            log.warning("round %d failed (%s); replanning from the committed shards (%d/%d)",
+                        round_info["round"], round_info["error"], failures, config.factory.round_retries)
+            if failures > config.factory.round_retries:
+                buffer.flush()
+                raise
         buffer.flush()
+        output.append_text("ray_data_stats.txt", f"=== round {round_info['round']} ===\n{_stats(dataset)}\n")
         round_info["finished"] = len(ledger.status) - finished
         round_info["accepted_total"] = ledger.accepted
         rounds.append(round_info)
@@ -289,6 +304,13 @@ def run_factory(n: int, config: Config, out: str) -> dict[str, Any]:
 
     write_dataset_card(output.url, report, config.model_dump(mode="json"), tiny=config.preset == "tiny")
     return report
+
+
+def _stats(dataset) -> str:
+    try:
+        return dataset.stats()
+    except Exception as err:  # stats of a stream stopped early may be unavailable
+        return f"(no stats: {type(err).__name__})"
 
 
 def _stamp(sample: Sample, config: Config) -> None:

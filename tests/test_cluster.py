@@ -1,0 +1,105 @@
+"""The factory on real Ray clusters: a local head via `ray job submit`, and a simulated
+multi-node cluster (logical GPUs) that loses a worker node mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from factory.config import load_config
+from factory.pipeline import run_factory
+from tests.test_factory import assert_valid_run
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_job_submit_on_a_local_head(tmp_path):
+    bin_dir = Path(sys.executable).parent
+    ray_cli = str(bin_dir / "ray")
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", RAY_USAGE_STATS_ENABLED="0",
+               HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.pop("RAY_ADDRESS", None)
+    gcs, dashboard = _free_port(), _free_port()
+    start = subprocess.run(
+        [ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=2",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+         f"--temp-dir={tmp_path / 'ray'}", "--disable-usage-stats"],
+        env=env, capture_output=True, text=True, timeout=180)
+    assert start.returncode == 0, start.stderr[-3000:]
+    out = tmp_path / "run"
+    try:
+        submit = subprocess.run(
+            [ray_cli, "job", "submit", f"--address=http://127.0.0.1:{dashboard}", "--working-dir", str(ROOT),
+             "--", "python", "-m", "factory.run", "--n", "4", "--preset", "tiny", "--out", str(out)],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        assert submit.returncode == 0, (submit.stdout[-3000:], submit.stderr[-3000:])
+        assert "succeeded" in (submit.stdout + submit.stderr).lower()
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(tmp_path / "ray", ignore_errors=True)
+    assert_valid_run(out, 4)
+
+
+def test_multi_node_cluster_survives_losing_a_worker_node(tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+    from ray.util.state import list_actors
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address)
+    config = load_config("tiny", overrides={
+        "factory.perception.num_cpus": 0.25, "factory.curation.num_cpus": 0.25,
+        "factory.synthesis.num_gpus": 1.0, "factory.synthesis.num_cpus": 0.25,
+        "output.rows_per_file": 1, "output.flush_seconds": 0.01,
+    })
+    out = tmp_path / "run"
+    removed: list[str] = []
+    placements: dict[str, set[str]] = {}
+
+    def remove_the_synthesis_node():
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            for actor in list_actors(filters=[("state", "=", "ALIVE")]):
+                placements.setdefault(actor.class_name, set()).add(actor.node_id)
+            if len(list((out / "data").glob("*.parquet"))) >= 1:
+                synth = [a for a in list_actors(filters=[("state", "=", "ALIVE")])
+                         if "SynthesisStage" in (a.class_name or "")]
+                for node in workers:
+                    if synth and node.node_id == synth[0].node_id:
+                        cluster.remove_node(node)
+                        removed.append(node.node_id)
+                        return
+            time.sleep(0.3)
+
+    remover = threading.Thread(target=remove_the_synthesis_node, daemon=True)
+    remover.start()
+    try:
+        report = run_factory(4, config, str(out))
+    finally:
+        remover.join(timeout=10)
+        ray.shutdown()
+        cluster.shutdown()
+    assert removed, "the synthesis node was never removed"
+    assert report["complete"]
+    assert_valid_run(out, 4)
+    synth_nodes = set().union(*(v for k, v in placements.items() if "SynthesisStage" in k))
+    assert synth_nodes and synth_nodes <= {w.node_id for w in workers}, "GPU stage ran off the GPU nodes"
+    print(json.dumps(report["rounds"]))

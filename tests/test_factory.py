@@ -1,0 +1,196 @@
+"""End-to-end tests of ``factory.run`` on the tiny preset: exact n, invariants, resume, faults.
+
+These start real Ray (local, 2 CPUs) and run the real agents with tiny random models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from factory.config import load_config
+from factory.pipeline import OutputMismatchError, run_factory
+from shards.images import decode_array, decode_mask
+from shards.reader import iter_samples
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_USAGE_STATS_ENABLED="0", HF_HUB_OFFLINE="1")
+    env["PYTHONPATH"] = str(ROOT)
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _factory_cmd(out: Path, n: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "factory.run", "--n", str(n), "--preset", "tiny", "--out", str(out), *extra]
+
+
+def assert_valid_run(out: Path, n: int) -> list:
+    """Exactly n accepted unique ids; mask-0 pixels equal the real image; report matches shards."""
+    samples = list(iter_samples(out))
+    ids = [s.sample_id for s in samples]
+    assert len(ids) == len(set(ids)), "duplicate sample ids"
+    accepted = [s for s in samples if s.status == "accepted"]
+    assert len(accepted) == n
+    for s in accepted:
+        real, image, mask = decode_array(s.real_image), decode_array(s.image), decode_mask(s.mask)
+        assert real.shape == image.shape and mask.shape == real.shape[:2]
+        assert (mask > 0).any(), "an accepted sample needs a labelled artifact"
+        clean = mask == 0
+        assert np.array_equal(real[clean], image[clean]), "pixels outside the mask changed"
+        assert any(a.accepted for a in s.artifacts)
+    for s in samples:
+        if s.status == "rejected":
+            assert s.reject_reason
+    report = json.loads((out / "report.json").read_text())
+    assert report["accepted"] == n and report["total"] == len(samples)
+    assert report["rejected"] == len(samples) - n
+    assert sum(report["rejected_by_reason"].values()) == report["rejected"]
+    assert (out / "README.md").read_text().startswith("---")
+    return samples
+
+
+def test_tiny_run_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(_factory_cmd(out, 6), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert_valid_run(out, 6)
+
+    from datasets import load_dataset
+
+    ds = load_dataset("parquet", data_files=str(out / "data" / "*.parquet"))["train"]
+    row = next(r for r in ds if r["status"] == "accepted")
+    assert row["image"].mode == "RGB" and row["real_image"].size == row["image"].size
+    assert row["mask"].mode == "L"
+
+    # Same command again: nothing to do, nothing recomputed.
+    again = subprocess.run(_factory_cmd(out, 6), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-4000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["processed_this_run"] == 0 and report["accepted"] == 6
+
+    # A different config on the same output is refused with a clear message.
+    changed = subprocess.run(_factory_cmd(out, 6, "--seed", "7"), cwd=ROOT, env=_env(), capture_output=True,
+                             text=True, timeout=300)
+    assert changed.returncode == 2 and "config" in changed.stderr
+
+
+def test_resume_after_driver_kill(tmp_path):
+    out, n = tmp_path / "run", 8
+    args = _factory_cmd(out, n, "--set", "output.rows_per_file=2", "--set", "output.flush_seconds=0.01")
+    proc = subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and len(list((out / "data").glob("*.parquet"))) < 2 and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
+    proc.wait()
+    before = {f.name: f.read_bytes() for f in (out / "data").glob("*.parquet")}
+    done_before = {s.sample_id for s in iter_samples(out)}
+    assert done_before
+
+    resumed = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    samples = assert_valid_run(out, n)
+    report = json.loads((out / "report.json").read_text())
+    assert report["resumed_with"] == len(done_before)
+    # Nothing committed before the kill was recomputed: old files untouched, new rows are new ids.
+    for name, data in before.items():
+        assert (out / "data" / name).read_bytes() == data
+    assert report["processed_this_run"] == len(samples) - len(done_before)
+    for f in (out / "data").iterdir():
+        assert f.suffix == ".parquet" and not f.name.startswith("."), f"leftover file {f.name}"
+        pq.read_table(f)  # no partial or corrupt file
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    yield
+    ray.shutdown()
+
+
+def _bad_input_folder(folder: Path) -> None:
+    from PIL import Image
+    from skimage import data
+
+    folder.mkdir()
+    Image.fromarray(data.astronaut()).save(folder / "good_astronaut.jpg", quality=92)
+    Image.fromarray(data.chelsea()).save(folder / "good_chelsea.png")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("this is not an image")
+    full = (folder / "good_astronaut.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(full[: len(full) // 3])
+    Image.new("RGB", (40, 30), "red").save(folder / "tiny.png")
+    Image.new("1", (9000, 9000)).save(folder / "bomb.png")  # 81 Mpx, a few KB on disk
+
+
+def test_bad_inputs_are_rejected_with_reasons_and_the_job_completes(tmp_path, local_ray):
+    src = tmp_path / "src"
+    _bad_input_folder(src)
+    config = load_config("tiny", overrides={"source.uri": str(src), "factory.seeds_per_image": 6})
+    report = run_factory(2, config, str(tmp_path / "run"))
+    assert report["complete"] and report["accepted"] == 2
+    reasons = report["rejected_by_reason"]
+    bad = {k: v for k, v in reasons.items() if k.startswith("bad_input")}
+    # every bad file is rejected at each seed it was tried with, with a reason of its own
+    assert len(bad) >= 5, reasons
+    samples = list(iter_samples(tmp_path / "run"))
+    by_source = Counter(s.source_id for s in samples if s.reject_reason.startswith("bad_input"))
+    assert {"empty.jpg", "notes.jpg", "truncated.jpg", "tiny.png", "bomb.png"} <= {
+        Path(k).name for k in by_source}
+
+
+def test_changed_config_is_refused(tmp_path, local_ray):
+    out = tmp_path / "run"
+    run_factory(1, load_config("tiny"), str(out))
+    with pytest.raises(OutputMismatchError, match="config"):
+        run_factory(1, load_config("tiny", overrides={"injection.num_steps": 3}), str(out))
+
+
+def test_crashed_actor_is_restarted_and_the_job_completes(tmp_path, local_ray):
+    """SIGKILL the synthesis actor's process mid-run: Ray restarts it and the job still ends exact."""
+    from ray.util.state import list_actors
+
+    killed: list[int] = []
+
+    def kill_synthesis_actor():
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            for actor in list_actors(filters=[("state", "=", "ALIVE")]):
+                if "SynthesisStage" in (actor.class_name or "") and actor.pid:
+                    time.sleep(1.0)
+                    try:
+                        os.kill(actor.pid, signal.SIGKILL)
+                        killed.append(actor.pid)
+                    except ProcessLookupError:
+                        continue
+                    return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_synthesis_actor, daemon=True)
+    killer.start()
+    out = tmp_path / "run"
+    report = run_factory(4, load_config("tiny"), str(out))
+    killer.join(timeout=5)
+    assert killed, "the synthesis actor was never seen alive"
+    assert report["complete"]
+    assert_valid_run(out, 4)
