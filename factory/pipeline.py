@@ -99,6 +99,13 @@ class OutputDir:
     def path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
 
+    def remove_stale_temporaries(self) -> int:
+        """Delete half-written shards left by a killed writer (hidden ``.*.tmp`` files)."""
+        stale = self.fs.glob(self.path("data", ".*.tmp"))
+        for path in stale:
+            self.fs.rm(path)
+        return len(stale)
+
     def shard_files(self) -> list[str]:
         files = self.fs.glob(self.path("data", "*.parquet"))
         return sorted(f for f in files if not f.rsplit("/", 1)[-1].startswith("."))
@@ -252,6 +259,8 @@ def run_factory(n: int, config: Config, out: str) -> dict[str, Any]:
     started = time.time()
     output = OutputDir(out)
     output.guard_config(config)
+    if removed := output.remove_stale_temporaries():
+        log.info("removed %d half-written shard(s) of an interrupted run", removed)
     ledger = output.scan()
     resumed_with = len(ledger.status)
     log.info("output %s: %d committed samples (%d accepted)", out, resumed_with, ledger.accepted)

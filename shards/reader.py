@@ -1,0 +1,93 @@
+"""Reading Parquet shards back into ``Sample`` records.
+
+Owns the shard-row → Sample conversion (the inverse of ``shards.writer``) and shard discovery:
+a path is a ``.parquet`` file, a run directory (its ``data/*.parquet`` if present, else its own
+``*.parquet``), a local path or any fsspec URL, or a list of those. Hidden files (``.``/``_``
+prefixed, e.g. a writer's temporary file) are never read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterator, Sequence
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shards.record import SCHEMA_VERSION, Artifact, Sample, SourceInfo
+from shards.schema import IMAGE_COLUMNS
+
+PathLike = str | os.PathLike
+ShardPaths = PathLike | Sequence[PathLike]
+
+
+def _artifact(cell: dict[str, Any]) -> Artifact:
+    cell = dict(cell)
+    region = cell.pop("region_rle")
+    return Artifact(**cell, region=None if region is None else json.loads(region))
+
+
+def _sample(row: dict[str, Any]) -> Sample:
+    if row["schema_version"] > SCHEMA_VERSION:
+        raise ValueError(f"shard row {row['sample_id']} has schema version {row['schema_version']}; "
+                         f"this code reads up to {SCHEMA_VERSION}")
+    images = {c: row[c]["bytes"] if row[c] is not None else b"" for c in IMAGE_COLUMNS}
+    return Sample(
+        sample_id=row["sample_id"],
+        source_id=row["source_id"],
+        seed=row["seed"],
+        status=row["status"],
+        reject_reason=row["reject_reason"],
+        source=SourceInfo(**row["source"]),
+        caption=row["caption"],
+        global_explanation=row["global_explanation"],
+        plan=json.loads(row["plan"]),
+        artifacts=[_artifact(a) for a in row["artifacts"]],
+        provenance=json.loads(row["provenance"]),
+        **images,
+    )
+
+
+def table_to_samples(table: pa.Table) -> list[Sample]:
+    """A table in ``SHARD_SCHEMA`` → samples."""
+    return [_sample(row) for row in table.to_pylist()]
+
+
+def _shard_files(path: ShardPaths) -> list[tuple[fsspec.AbstractFileSystem, str]]:
+    """Every shard file named by ``path``, as (filesystem, path) pairs, each directory sorted."""
+    if not isinstance(path, (str, os.PathLike)):
+        return [f for p in path for f in _shard_files(p)]
+    fs, root = fsspec.core.url_to_fs(str(path))
+    if not fs.isdir(root):
+        return [(fs, root)]
+    data = f"{root.rstrip('/')}/data"
+    folder = data if fs.isdir(data) else root.rstrip("/")
+    files = sorted(f for f in fs.glob(f"{folder}/*.parquet") if not f.rsplit("/", 1)[-1].startswith((".", "_")))
+    return [(fs, f) for f in files]
+
+
+def iter_samples(path: ShardPaths) -> Iterator[Sample]:
+    """Samples of every shard under ``path``, in file order, one row group in memory at a time."""
+    for fs, file in _shard_files(path):
+        with pq.ParquetFile(file, filesystem=fs) as shard:
+            for i in range(shard.num_row_groups):
+                yield from table_to_samples(shard.read_row_group(i))
+
+
+def read_table(path: ShardPaths) -> pa.Table:
+    """All shards under ``path`` as one table (schema metadata kept)."""
+    tables = [pq.read_table(file, filesystem=fs) for fs, file in _shard_files(path)]
+    if not tables:
+        raise FileNotFoundError(f"no Parquet shards under {path}")
+    return pa.concat_tables(tables)
+
+
+def count_rows(path: ShardPaths) -> int:
+    """Number of rows in all shards under ``path``, from the footers alone."""
+    total = 0
+    for fs, file in _shard_files(path):
+        with pq.ParquetFile(file, filesystem=fs) as shard:
+            total += shard.metadata.num_rows
+    return total
