@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from factory.config import TOOLS, Config
-from factory.stages import STAGES, decode_sources, sample_seed, stage_remote_args, work_schema
+from factory.stages import STAGES, decode_sources, sample_seed, work_schema
 from shards.record import Sample, from_transport_table, make_sample_id
 
 log = logging.getLogger("flawforge.factory")
@@ -187,10 +187,14 @@ def build_dataset(items: list[WorkItem], config: Config):
     import ray
 
     config_json = config.model_dump_json()
+    # Blocks are cut on the driver (no read or repartition tasks, which would each need a whole
+    # CPU beside the actor pools: the deadlock of a pool that holds every CPU).
     table = pa.Table.from_pylist([w.__dict__ for w in items], schema=work_schema())
-    ds = ray.data.from_arrow(table).repartition(max(1, min(len(items), 64)))
+    block_rows = max(1, math.ceil(len(items) / 64), min(4, len(items) // 4))
+    blocks = [table.slice(i, block_rows) for i in range(0, len(items), block_rows)]
+    ds = ray.data.from_arrow(blocks)
     ds = ds.map_batches(decode_sources, fn_kwargs={"config_json": config_json}, batch_format="pyarrow",
-                        batch_size=4, num_cpus=0.25)
+                        batch_size=None, num_cpus=0.25)
     for name, stage_cls in STAGES.items():
         stage = getattr(config.factory, name)
         ds = ds.map_batches(
@@ -201,8 +205,7 @@ def build_dataset(items: list[WorkItem], config: Config):
             compute=ray.data.ActorPoolStrategy(size=stage.actors),
             num_cpus=stage.num_cpus,
             num_gpus=stage.num_gpus or None,
-            **stage_remote_args(),
-        )
+        )  # Ray Data restarts crashed actors and retries their tasks by default (max_restarts=-1)
     return ds
 
 

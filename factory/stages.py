@@ -4,7 +4,7 @@ Each stage maps a ``pyarrow`` batch in the transport schema (``shards.record.row
 batch in the same schema, one row in and one row out, so rejected samples keep flowing with their
 reason and resume can key on ``sample_id``. An exception inside an agent rejects the samples of
 that batch with the reason instead of failing the job; a crashed actor process is restarted by Ray
-(see ``pipeline.stage_remote_args``).
+Data (its actor pools default to unlimited restarts and task retries).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 import traceback
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -133,8 +133,3 @@ def sample_seed(factory_seed: int, source_id: str, seed_index: int) -> int:
 def work_schema() -> pa.Schema:
     return pa.schema([("sample_id", pa.string()), ("source_id", pa.string()), ("seed", pa.int64()),
                       ("uri", pa.string()), ("data", pa.binary())])
-
-
-def stage_remote_args() -> dict[str, Any]:
-    """Actors that crash (OOM, segfault, killed node) are restarted and their tasks retried."""
-    return {"max_restarts": -1, "max_task_retries": -1}
