@@ -1,0 +1,107 @@
+"""The artifact toolbox: grid rules, each tool's invariants, determinism, and the plan."""
+
+import numpy as np
+import pytest
+
+from factory.config import PerceptionConfig, ToolsConfig
+from tools.add import add_mapping
+from tools.distort import KERNELS, distort_mapping
+from tools.fuse import containment, fuse_mapping
+from tools.grid import CELL, Grid
+from tools.mapping import ArtifactMapping
+from tools.plan import Entity, Part, plan_artifacts
+from tools.remove import remove_mapping
+
+GRID = Grid(12, 16)
+TOOLS = ToolsConfig()
+
+
+def rect(r0, r1, c0, c1, grid=GRID):
+    m = np.zeros((grid.rows, grid.cols), bool)
+    m[r0:r1, c0:c1] = True
+    return m
+
+
+def test_grid_any_pixel_rule_and_round_trip():
+    grid = Grid.from_image(48, 64)
+    px = np.zeros((48, 64), bool)
+    px[17, 33] = True  # one pixel in cell (1, 2)
+    assert grid.cells(px).tolist() == [1 * 4 + 2]
+    assert grid.pixel_mask(grid.cells(px)).sum() == CELL * CELL
+    assert grid.pixel_mask([5], dilation=1).sum() == 9 * CELL * CELL
+    with pytest.raises(ValueError, match="multiples of 16"):
+        Grid.from_image(50, 64)
+
+
+def test_add_copy_lands_on_parent_next_to_itself():
+    parent, finger, other = rect(2, 10, 2, 12), rect(4, 6, 5, 7), rect(4, 6, 9, 11)
+    m = add_mapping(finger, parent, [other], GRID, TOOLS.add, seed=0)
+    m.validate()
+    tr, tc = GRID.rowcol(m.target_cells)
+    assert parent[tr, tc].mean() > 0.5
+    assert not set(m.target_cells) & set(GRID.cells_of(finger))  # disjoint from its reference
+    assert set(m.reference_cells) <= set(GRID.cells_of(finger))
+    assert m.to_dict() == add_mapping(finger, parent, [other], GRID, TOOLS.add, seed=0).to_dict()
+
+
+def test_remove_references_are_background():
+    part, sibling = rect(4, 7, 4, 7), rect(4, 7, 7, 9)
+    m = remove_mapping(part, [sibling], GRID, seed=1)
+    m.validate()
+    assert set(m.target_cells) == set(GRID.cells_of(part))
+    refs = set(m.reference_cells)
+    assert not refs & set(GRID.cells_of(part)) and not refs & set(GRID.cells_of(sibling))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_every_distort_kernel_moves_cells_inside_the_entity(kernel):
+    entity, arm = rect(1, 11, 1, 15), rect(4, 7, 2, 14)
+    m = distort_mapping(arm, entity, GRID, TOOLS.distort, seed=3, kernel=kernel)
+    assert m is not None and m.kernel == kernel and m.target_cells.size > 0
+    m.validate()  # no identity pairs, in bounds
+    assert set(m.reference_cells) <= set(GRID.cells_of(entity | arm))
+    again = distort_mapping(arm, entity, GRID, TOOLS.distort, seed=3, kernel=kernel)
+    assert np.array_equal(m.reference_cells, again.reference_cells)
+
+
+def test_distort_without_kernel_draws_one_of_the_configured_kernels():
+    seen = {distort_mapping(rect(4, 7, 2, 14), rect(1, 11, 1, 15), GRID, TOOLS.distort, seed=s).kernel
+            for s in range(30)}
+    assert seen == set(KERNELS)
+
+
+def test_fuse_references_come_from_the_other_instance():
+    a, b = rect(2, 10, 1, 9), rect(3, 11, 6, 15)
+    assert containment(a, b) < 0.7
+    m = fuse_mapping(a, b, GRID, TOOLS.fuse, seed=2)
+    m.validate()
+    for t, r, in zip(m.target_cells, m.reference_cells):
+        tr, tc = GRID.rowcol(np.array([t]))
+        rr, rc = GRID.rowcol(np.array([r]))
+        assert (a & ~b)[rr, rc].all() or (b & ~a)[rr, rc].all()
+    assert fuse_mapping(rect(2, 10, 1, 9), rect(3, 5, 3, 5), GRID, TOOLS.fuse, 0) is None  # contained
+
+
+def test_plan_is_disjoint_balanced_and_deterministic():
+    entities = [Entity("person", rect(1, 11, 1, 8)), Entity("person", rect(2, 11, 5, 14))]
+    parts = [Part("hand", "peripheral", rect(8, 10, 2, 4), 0), Part("arm", "intermediate", rect(3, 6, 2, 7), 0),
+             Part("ear", "peripheral", rect(2, 4, 11, 13), 1), Part("leg", "intermediate", rect(7, 11, 10, 13), 1)]
+    plans = [plan_artifacts(entities, parts, GRID, TOOLS, PerceptionConfig(), seed=s) for s in range(6)]
+    for plan in plans:
+        assert 1 <= len(plan) <= 3
+        used: set[int] = set()
+        for m in plan:
+            assert not m.cells_used() & used
+            used |= m.cells_used()
+        assert len({m.tool for m in plan}) == len(plan)  # balanced: no tool twice while others wait
+    again = plan_artifacts(entities, parts, GRID, TOOLS, PerceptionConfig(), seed=0)
+    assert [m.to_dict() for m in again] == [m.to_dict() for m in plans[0]]
+
+
+def test_mapping_round_trip_and_validation():
+    m = ArtifactMapping("add", [1, 2], [3, 4], GRID, meta={"offset": [0, 2]})
+    assert ArtifactMapping.from_dict(m.to_dict()).to_dict() == m.to_dict()
+    with pytest.raises(ValueError, match="identity"):
+        ArtifactMapping("add", [1], [1], GRID).validate()
+    with pytest.raises(ValueError, match="out of"):
+        ArtifactMapping("add", [1], [GRID.size], GRID).validate()
