@@ -1,0 +1,122 @@
+"""The FLUX engine on a tiny random FLUX of the production classes (CPU, fp32)."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
+from PIL import Image
+from skimage import data
+
+from factory.config import LayerRange, load_config
+from factory.models.flux import tiny_flux
+from tools.flux.engine import FluxEngine, image_ids
+
+EMPTY = torch.tensor([], dtype=torch.long)
+
+
+def photo(name="astronaut", size=(128, 96)):
+    return np.asarray(Image.fromarray(getattr(data, name)()).convert("RGB").resize(size))
+
+
+def engine(**overrides) -> FluxEngine:
+    return FluxEngine(tiny_flux(0), load_config("tiny", overrides={f"injection.{k}": v for k, v in overrides.items()}).injection)
+
+
+def transformer_inputs(eng, rows=4, cols=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    emb, pooled = eng.encode_prompt(["a photo of a cat"])
+    return dict(hidden_states=torch.randn(1, rows * cols, 64, generator=g), encoder_hidden_states=emb,
+                pooled_projections=pooled, timestep=torch.tensor([0.6]), img_ids=image_ids(rows, cols),
+                txt_ids=torch.zeros(emb.shape[1], 3), guidance=torch.tensor([3.5]), return_dict=False)
+
+
+def test_processor_without_injection_equals_stock():
+    eng = engine()
+    inputs = transformer_inputs(eng, rows=4, cols=6)
+    eng._prepare_state(1, inputs["encoder_hidden_states"].shape[1], 4, 6, [EMPTY], [EMPTY])  # no mapping
+    state = eng.state
+    ours = eng.c.transformer(**inputs)[0]
+    eng.c.transformer.set_attn_processor(FluxAttnProcessor())
+    stock = eng.c.transformer(**inputs)[0]
+    assert state is not None and (ours - stock).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("solver", ["euler", "fireflow"])
+def test_empty_mapping_is_exact_and_reconstruction_improves_with_steps(solver):
+    image = photo()[None]
+    errors = []
+    for steps in (2, 8, 32):
+        eng = engine(num_steps=steps, solver=solver, value_steps=0, latent_paste=False, guidance_denoise=1.0)
+        result = eng.run(image, *eng.encode_prompt(["a photo"]), [EMPTY], [EMPTY], [0])
+        assert not result.change_masks.any() and np.array_equal(result.images, image)
+        errors.append(result.latent_error)
+    assert errors[0] > errors[1] > errors[2], errors
+
+
+def test_mapping_changes_only_inside_the_change_mask():
+    image = photo()[None]
+    eng = engine()
+    result = eng.run(image, *eng.encode_prompt(["a photo of an astronaut"]), [torch.tensor([8, 9, 14])],
+                     [torch.tensor([20, 21, 26])], [4])
+    mask = result.change_masks[0]
+    assert mask.any() and np.array_equal(result.images[0][~mask], image[0][~mask])
+    assert (result.images[0][mask] != image[0][mask]).mean() > 0.5
+
+
+def test_processor_rope_swap_equals_the_img_ids_route():
+    all_layers = {"pe_double_blocks": LayerRange(start=0, stop=1, of=1).model_dump(),
+                  "pe_single_blocks": LayerRange(start=0, stop=1, of=1).model_dump()}
+    eng = engine(value_steps=0, **all_layers)
+    rows, cols = 4, 6
+    inputs = transformer_inputs(eng, rows, cols)
+    targets, refs = torch.tensor([3, 4, 10]), torch.tensor([13, 19, 20])
+    text_len = inputs["encoder_hidden_states"].shape[1]
+    _, injected, *_ = eng._prepare_state(1, text_len, rows, cols, [targets], [refs])
+    eng.state.cos_pe.copy_(injected[0])
+    eng.state.sin_pe.copy_(injected[1])
+    ours = eng.c.transformer(**inputs)[0]
+    swapped = inputs["img_ids"].clone()
+    swapped[targets] = inputs["img_ids"][refs]
+    eng.c.transformer.set_attn_processor(FluxAttnProcessor())
+    via_ids = eng.c.transformer(**{**inputs, "img_ids": swapped})[0]
+    assert (ours - via_ids).abs().max() <= 1e-5
+
+
+def test_determinism_and_batch_equals_separate_runs():
+    a, b = photo("astronaut")[None], photo("chelsea")[None]
+    maps = [(torch.tensor([8, 9]), torch.tensor([30, 31]), 4), (torch.tensor([40, 41, 47]), torch.tensor([2, 3, 4]), 3)]
+    eng = engine()
+    emb, pooled = eng.encode_prompt(["a photo of an astronaut", "a photo of a cat"])
+    together = eng.run(np.concatenate([a, b]), emb, pooled, [m[0] for m in maps], [m[1] for m in maps],
+                       [m[2] for m in maps])
+    for i, (image, (t, r, pe)) in enumerate(zip((a, b), maps)):
+        alone = eng.run(image, emb[i:i + 1], pooled[i:i + 1], [t], [r], [pe])
+        again = eng.run(image, emb[i:i + 1], pooled[i:i + 1], [t], [r], [pe])
+        assert np.array_equal(alone.images, again.images)  # same inputs, same bytes
+        assert np.abs(alone.images[0].astype(int) - together.images[i].astype(int)).max() <= 1
+
+
+def test_value_cache_holds_only_injecting_layers_and_steps():
+    eng = engine(num_steps=4, value_steps=3)
+    image = photo()[None]
+    emb, pooled = eng.encode_prompt(["a photo"])
+    result = eng.run(image, emb, pooled, [torch.tensor([1])], [torch.tensor([2])], [4])
+    cfg = eng.c.transformer.config
+    seq = emb.shape[1] + (96 // 16) * (128 // 16)
+    layers = len(eng.value_layers)
+    assert layers == 2  # single blocks 20-37 of 38 → 2-3 of 4
+    assert result.cache_bytes == layers * 3 * 1 * seq * cfg.num_attention_heads * cfg.attention_head_dim * 4
+
+
+def test_denoising_loop_compiles_once():
+    import torch._dynamo as dynamo
+
+    dynamo.reset()
+    eng = engine(num_steps=3, value_steps=2)
+    compiled = torch.compile(eng.c.transformer.forward, backend="eager", dynamic=False)
+    eng.forward = compiled
+    image = photo()[None]
+    emb, pooled = eng.encode_prompt(["a photo"])
+    with dynamo.config.patch(error_on_recompile=True):
+        eng.run(image, emb, pooled, [torch.tensor([5, 6])], [torch.tensor([7, 8])], [3])
+        eng.run(image, emb, pooled, [torch.tensor([9])], [torch.tensor([1])], [2])  # new mapping, same graph

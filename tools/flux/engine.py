@@ -1,0 +1,245 @@
+"""The FLUX engine: invert a photo, then denoise it back while injecting positions and values.
+
+Read top to bottom, ``FluxEngine.run`` is the whole method:
+
+1. VAE-encode the images (``latent_dist.mode()``: deterministic), pack 2×2 into tokens;
+2. invert: integrate the latent from σ=0 to σ=1 in fp32 (Euler, or FireFlow's re-used midpoint),
+   guidance ``guidance_invert``; value layers write V into the value cache on the steps that the
+   denoising will read;
+3. denoise from σ=1 back to 0 with ``guidance_denoise``: for the first ``pe_steps[tool]`` steps
+   target tokens are rotated with their reference token's RoPE, for the first ``value_steps``
+   steps value layers take the cached V of the paired inversion step (reverse order) and target
+   tokens the cached V of their reference; after every step, latents outside the dilated target
+   cells are replaced by the inversion trajectory at the same σ (latent paste);
+4. decode, and composite: outside the change mask (dilated target cells) the output *is* the
+   input, byte for byte, so every changed pixel is labelled.
+
+Mappings are per sample: a batch of images of one size with different mappings runs in one
+forward. The engine does not know about tools or records: it takes cell index tensors.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from tools.flux.processor import InjectionProcessor, InjectionState
+
+CELL = 16
+
+
+@dataclass
+class EngineResult:
+    images: np.ndarray  # (B, H, W, 3) uint8, composited
+    change_masks: np.ndarray  # (B, H, W) bool
+    raw: np.ndarray  # (B, H, W, 3) uint8, decoded before compositing
+    cache_bytes: int
+    latent_error: float  # mean |z_denoised − z_input| over all tokens (reconstruction, before decoding)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def shifted_sigmas(num_steps: int, image_tokens: int) -> torch.Tensor:
+    """FLUX's schedule: linspace(1, 1/N, N) time-shifted by mu (linear in token count), then 0."""
+    mu = 0.5 + (1.15 - 0.5) * (image_tokens - 256) / (4096 - 256)
+    sigmas = torch.linspace(1.0, 1.0 / num_steps, num_steps, dtype=torch.float64)
+    shifted = math.exp(mu) / (math.exp(mu) + (1.0 / sigmas - 1.0))
+    return torch.cat([shifted, torch.zeros(1, dtype=torch.float64)]).float()
+
+
+def pack(latents: torch.Tensor) -> torch.Tensor:
+    b, c, h, w = latents.shape
+    return latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def unpack(tokens: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    b, _, c4 = tokens.shape
+    return tokens.view(b, rows, cols, c4 // 4, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c4 // 4, rows * 2, cols * 2)
+
+
+def image_ids(rows: int, cols: int) -> torch.Tensor:
+    ids = torch.zeros(rows, cols, 3)
+    ids[..., 1] = torch.arange(rows)[:, None]
+    ids[..., 2] = torch.arange(cols)[None, :]
+    return ids.reshape(rows * cols, 3)
+
+
+class FluxEngine:
+    """Holds the FLUX modules with our processors installed; ``run`` synthesises a batch."""
+
+    def __init__(self, components, injection, device: torch.device | str = "cpu", dtype=torch.float32):
+        self.c = components
+        self.cfg = injection
+        self.device, self.dtype = torch.device(device), dtype
+        transformer = components.transformer
+        self.pe_double = set(injection.pe_double_blocks.resolve(len(transformer.transformer_blocks)))
+        self.pe_single = set(injection.pe_single_blocks.resolve(len(transformer.single_transformer_blocks)))
+        self.value_layers = list(injection.value_single_blocks.resolve(len(transformer.single_transformer_blocks)))
+        self.state: InjectionState | None = None
+        self.processors: dict[str, InjectionProcessor] = {}
+        for i in range(len(transformer.transformer_blocks)):
+            self.processors[f"transformer_blocks.{i}.attn.processor"] = InjectionProcessor(None, i in self.pe_double)
+        for i in range(len(transformer.single_transformer_blocks)):
+            slot = self.value_layers.index(i) if i in self.value_layers else None
+            self.processors[f"single_transformer_blocks.{i}.attn.processor"] = InjectionProcessor(
+                None, i in self.pe_single, slot)
+        transformer.set_attn_processor(dict(self.processors))
+        self.forward: Callable = transformer.forward  # replace with torch.compile(...) to compile
+
+    # ------------------------------------------------------------------------------ text
+    @torch.no_grad()
+    def encode_prompt(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """CLIP-L pooled embedding and T5 token embeddings of each caption."""
+        clip = self.c.tokenizer(captions, padding="max_length", max_length=min(77, self.c.tokenizer.model_max_length),
+                                truncation=True, return_tensors="pt")
+        pooled = self.c.text_encoder(clip.input_ids.to(self.c.text_encoder.device)).pooler_output
+        t5 = self.c.tokenizer_2(captions, padding="max_length", max_length=self.cfg.max_sequence_length,
+                                truncation=True, return_tensors="pt")
+        embeds = self.c.text_encoder_2(t5.input_ids.to(self.c.text_encoder_2.device)).last_hidden_state
+        return embeds.to(self.device, self.dtype), pooled.to(self.device, self.dtype)
+
+    # ------------------------------------------------------------------------------- VAE
+    @torch.no_grad()
+    def encode_images(self, images: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(images).copy()).to(self.device).permute(0, 3, 1, 2).to(self.dtype) / 127.5 - 1.0
+        z = self.c.vae.encode(x).latent_dist.mode()
+        cfg = self.c.vae.config
+        return pack((z.float() - (cfg.shift_factor or 0.0)) * cfg.scaling_factor)
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor, rows: int, cols: int) -> np.ndarray:
+        cfg = self.c.vae.config
+        z = unpack(tokens, rows, cols) / cfg.scaling_factor + (cfg.shift_factor or 0.0)
+        x = self.c.vae.decode(z.to(self.dtype)).sample.float()
+        return ((x.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+    # -------------------------------------------------------------------------- state
+    def _prepare_state(self, batch: int, text_len: int, rows: int, cols: int,
+                       targets: list[torch.Tensor], references: list[torch.Tensor]) -> tuple:
+        n_img, seq = rows * cols, text_len + rows * cols
+        ids = torch.cat([torch.zeros(text_len, 3), image_ids(rows, cols)]).to(self.device)
+        cos, sin = self.c.transformer.pos_embed(ids)
+        index = torch.arange(seq, device=self.device).repeat(batch, 1)
+        for b, (t, r) in enumerate(zip(targets, references)):
+            if t.numel():
+                index[b, text_len + t.to(self.device)] = text_len + r.to(self.device)
+        cos_inj, sin_inj = cos[index], sin[index]  # per-sample tables, reference rows in target rows
+        slots = self.cfg.value_steps
+        cache = None
+        if self.value_layers and slots:
+            cache_device = self.device if self.cfg.cache_device in ("auto", str(self.device.type)) else torch.device(
+                self.cfg.cache_device)
+            heads = self.c.transformer.config.num_attention_heads
+            head_dim = self.c.transformer.config.attention_head_dim
+            cache = torch.zeros(len(self.value_layers), slots + 1, batch, seq, heads, head_dim, dtype=self.dtype,
+                                device=cache_device,
+                                pin_memory=self.cfg.pin_memory and cache_device.type == "cpu" and torch.cuda.is_available())
+        state = InjectionState(
+            cos_pe=cos[None].repeat(batch, 1, 1), sin_pe=sin[None].repeat(batch, 1, 1), value_index=index,
+            value_gate=torch.zeros(batch, 1, 1, 1, device=self.device),
+            write_slot=torch.tensor(slots, device=self.device), read_slot=torch.tensor(0, device=self.device),
+            cache=cache)
+        for proc in self.processors.values():
+            proc.state = state
+        self.state = state
+        cache_bytes = 0 if cache is None else cache[:, :slots].numel() * cache.element_size()
+        return (cos, sin), (cos_inj, sin_inj), ids[:text_len], ids[text_len:], cache_bytes
+
+    # --------------------------------------------------------------------------- main
+    @torch.no_grad()
+    def run(self, images: np.ndarray, prompt_embeds: torch.Tensor, pooled: torch.Tensor,
+            targets: list[torch.Tensor], references: list[torch.Tensor], pe_steps: list[int]) -> EngineResult:
+        """Synthesise a batch: ``images`` (B, H, W, 3) uint8 of one size, one mapping per sample."""
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        batch, height, width = images.shape[:3]
+        if height % CELL or width % CELL:
+            raise ValueError(f"image sides must be multiples of {CELL}, got {width}x{height}")
+        rows, cols = height // CELL, width // CELL
+        steps = self.cfg.num_steps
+        sigmas = shifted_sigmas(steps, rows * cols).to(self.device)
+        z0 = self.encode_images(images)  # (B, N, 64) fp32
+        timings["encode"] = time.perf_counter() - start
+
+        stock, injected, txt_ids, img_ids, cache_bytes = self._prepare_state(
+            batch, prompt_embeds.shape[1], rows, cols, targets, references)
+        state = self.state
+        keep = torch.ones(batch, rows * cols, 1, dtype=torch.bool, device=self.device)  # outside dilated targets
+        for b, t in enumerate(targets):
+            keep[b, :, 0] = ~self._dilated_cells(t, rows, cols)
+
+        def velocity(z: torch.Tensor, sigma: torch.Tensor, guidance: float) -> torch.Tensor:
+            out = self.forward(
+                hidden_states=z.to(self.dtype), encoder_hidden_states=prompt_embeds, pooled_projections=pooled,
+                timestep=sigma.expand(batch).to(self.dtype), img_ids=img_ids, txt_ids=txt_ids,
+                guidance=torch.full((batch,), guidance, device=self.device, dtype=self.dtype)
+                if self.c.transformer.config.guidance_embeds else None,
+                return_dict=False)[0]
+            return out.float()
+
+        # ---- inversion, σ: 0 → 1. Denoising step j reads the V of inversion step N-1-j.
+        tic = time.perf_counter()
+        ascending = sigmas.flip(0)
+        state.value_gate.zero_()
+        state.cos_pe.copy_(stock[0].expand_as(state.cos_pe))
+        state.sin_pe.copy_(stock[1].expand_as(state.sin_pe))
+        trajectory = [z0]
+        z = z0.clone()
+        carried = None  # FireFlow: the midpoint velocity re-used as the next step's first velocity
+        for k in range(steps):
+            j = steps - 1 - k
+            state.write_slot.fill_(j if j < self.cfg.value_steps else self.cfg.value_steps)
+            z, carried = self._step(velocity, z, ascending[k], ascending[k + 1], self.cfg.guidance_invert, carried)
+            trajectory.append(z)
+        timings["invert"] = time.perf_counter() - tic
+
+        # ---- denoising, σ: 1 → 0, with injection and latent paste.
+        tic = time.perf_counter()
+        pe_limit = torch.tensor(pe_steps, device=self.device)
+        state.write_slot.fill_(self.cfg.value_steps)  # scratch: nothing is cached while denoising
+        carried = None
+        for j in range(steps):
+            pe_on = (j < pe_limit)[:, None, None]
+            state.cos_pe.copy_(torch.where(pe_on, injected[0], stock[0][None]))
+            state.sin_pe.copy_(torch.where(pe_on, injected[1], stock[1][None]))
+            state.value_gate.fill_(1.0 if j < self.cfg.value_steps else 0.0)
+            state.read_slot.fill_(min(j, self.cfg.value_steps))
+            z, carried = self._step(velocity, z, sigmas[j], sigmas[j + 1], self.cfg.guidance_denoise, carried)
+            if self.cfg.latent_paste:
+                z = torch.where(keep, trajectory[steps - 1 - j], z)
+        timings["denoise"] = time.perf_counter() - tic
+
+        tic = time.perf_counter()
+        raw = self.decode(z, rows, cols)
+        masks = np.stack([self._dilated_pixels(t, rows, cols) for t in targets])
+        composite = np.where(masks[..., None], raw, images)
+        timings["decode"] = time.perf_counter() - tic
+        timings["total"] = time.perf_counter() - start
+        latent_error = float((z - z0).abs().mean())
+        return EngineResult(composite, masks, raw, cache_bytes, latent_error, timings)
+
+    def _step(self, velocity, z, sigma, sigma_next, guidance, carried):
+        """One solver step from ``sigma`` to ``sigma_next``; returns (z_next, carried velocity)."""
+        dt = sigma_next - sigma
+        if self.cfg.solver == "euler":
+            return z + dt * velocity(z, sigma, guidance), None
+        v = carried if carried is not None else velocity(z, sigma, guidance)
+        v_mid = velocity(z + 0.5 * dt * v, sigma + 0.5 * dt, guidance)
+        return z + dt * v_mid, v_mid
+
+    def _dilated_cells(self, cells: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        mask = torch.zeros(rows * cols, dtype=torch.bool)
+        mask[cells.cpu()] = True
+        grid = mask.view(1, 1, rows, cols).float()
+        r = self.cfg.dilation_cells
+        if r:
+            grid = torch.nn.functional.max_pool2d(grid, 2 * r + 1, stride=1, padding=r)
+        return grid.view(-1).bool().to(self.device)
+
+    def _dilated_pixels(self, cells: torch.Tensor, rows: int, cols: int) -> np.ndarray:
+        grid = self._dilated_cells(cells, rows, cols).view(rows, cols).cpu().numpy()
+        return np.repeat(np.repeat(grid, CELL, axis=0), CELL, axis=1)
