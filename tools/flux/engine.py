@@ -129,15 +129,15 @@ class FluxEngine:
                 index[b, text_len + t.to(self.device)] = text_len + r.to(self.device)
         cos_inj, sin_inj = cos[index], sin[index]  # per-sample tables, reference rows in target rows
         slots = self.cfg.value_steps
-        cache = None
+        cache: list[torch.Tensor] = []
         if self.value_layers and slots:
             cache_device = self.device if self.cfg.cache_device in ("auto", str(self.device.type)) else torch.device(
                 self.cfg.cache_device)
             heads = self.c.transformer.config.num_attention_heads
             head_dim = self.c.transformer.config.attention_head_dim
-            cache = torch.zeros(len(self.value_layers), slots + 1, batch, seq, heads, head_dim, dtype=self.dtype,
-                                device=cache_device,
-                                pin_memory=self.cfg.pin_memory and cache_device.type == "cpu" and torch.cuda.is_available())
+            pin = self.cfg.pin_memory and cache_device.type == "cpu" and torch.cuda.is_available()
+            cache = [torch.zeros(slots + 1, batch, seq, heads, head_dim, dtype=self.dtype, device=cache_device,
+                                 pin_memory=pin) for _ in self.value_layers]
         state = InjectionState(
             cos_pe=cos[None].repeat(batch, 1, 1), sin_pe=sin[None].repeat(batch, 1, 1), value_index=index,
             value_gate=torch.zeros(batch, 1, 1, 1, device=self.device),
@@ -146,7 +146,7 @@ class FluxEngine:
         for proc in self.processors.values():
             proc.state = state
         self.state = state
-        cache_bytes = 0 if cache is None else cache[:, :slots].numel() * cache.element_size()
+        cache_bytes = sum(layer[:slots].numel() * layer.element_size() for layer in cache)
         return (cos, sin), (cos_inj, sin_inj), ids[:text_len], ids[text_len:], cache_bytes
 
     # --------------------------------------------------------------------------- main

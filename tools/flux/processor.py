@@ -34,7 +34,8 @@ class InjectionState:
     value_gate: torch.Tensor  # (B, 1, 1, 1) float: 1 while a sample injects values, else 0
     write_slot: torch.Tensor  # () long: cache slot to write this call (the scratch slot if none)
     read_slot: torch.Tensor  # () long: cache slot to read this call
-    cache: torch.Tensor | None  # (L, slots + 1, B, S, H, D): value cache of the value layers
+    cache: list[torch.Tensor]  # per value layer (slots + 1, B, S, H, D); one tensor each so that
+    # in-place slot writes stay in place under torch.compile (a view of one big buffer gets copied)
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -78,7 +79,7 @@ class InjectionProcessor:
             query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
             key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
 
-        if state is not None and self.value_slot is not None and state.cache is not None:
+        if state is not None and self.value_slot is not None and state.cache:
             layer_cache = state.cache[self.value_slot]
             layer_cache.index_copy_(0, state.write_slot.to(layer_cache.device),
                                     value.detach()[None].to(layer_cache.device, layer_cache.dtype,
