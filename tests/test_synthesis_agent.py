@@ -1,0 +1,38 @@
+"""The synthesis agent on the tiny preset: real photos in, artifact images + regions out."""
+
+import numpy as np
+from PIL import Image
+from skimage import data
+
+from agents.synthesis import SynthesisAgent, decode_rle
+from factory.config import load_config
+from factory.models.flux import tiny_flux
+from shards.images import decode_array, encode_png
+from shards.record import Artifact, Sample
+
+
+def _sample(name: str, size, cells, refs, tool="add") -> Sample:
+    photo = np.asarray(Image.fromarray(getattr(data, name)()).convert("RGB").resize(size))
+    return Sample(sample_id=name, source_id=name, seed=0, caption=f"a photo of a {name}", real_image=encode_png(photo),
+                  artifacts=[Artifact(tool=tool, cells=cells, reference_cells=refs)])
+
+
+def test_synthesis_changes_only_the_artifact_regions():
+    config = load_config("tiny")
+    agent = SynthesisAgent(tiny_flux(0), config)
+    samples = [_sample("astronaut", (128, 128), [9, 10], [27, 28]),
+               _sample("chelsea", (128, 128), [40, 41, 48], [2, 3, 4], tool="distort"),
+               _sample("coffee", (160, 128), [12], [30], tool="remove"),
+               Sample(sample_id="bad", source_id="bad", seed=0, real_image=b"not a png",
+                      artifacts=[Artifact(tool="add", cells=[1], reference_cells=[2])])]
+    out = {s.sample_id: s for s in agent(samples)}
+    assert out["bad"].is_rejected and out["bad"].reject_reason.startswith("synthesis_error")
+    for name in ("astronaut", "chelsea", "coffee"):
+        s = out[name]
+        assert not s.is_rejected and s.image
+        real, fake = decode_array(s.real_image), decode_array(s.image)
+        region = decode_rle(s.artifacts[0].region)
+        assert region.shape == real.shape[:2] and region.any()
+        assert np.array_equal(real[~region], fake[~region])
+        assert (real[region] != fake[region]).any()
+        assert s.provenance["schedule"]["num_steps"] == config.injection.num_steps
