@@ -1,0 +1,53 @@
+"""One VLM interface for every backend: ``generate_json(requests) -> results``.
+
+A request is images + prompt + JSON schema; a result is the validated object, or an error on that
+request (transport failure, schema violation, refusal) plus the raw text. A backend never raises
+for one bad request: the batch goes on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import jsonschema
+from PIL import Image
+
+
+@dataclass
+class VLMRequest:
+    prompt: str
+    schema: dict[str, Any]
+    images: list[Image.Image] = field(default_factory=list)
+    name: str = "request"  # which prompt, for logs and error messages
+
+
+@dataclass
+class VLMResult:
+    value: dict[str, Any] | None
+    raw: str = ""
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.value is not None
+
+
+class VLMBackend(Protocol):
+    model_id: str
+
+    def generate_json(self, requests: list[VLMRequest]) -> list[VLMResult]: ...
+
+
+def validate(schema: dict[str, Any], text: str) -> VLMResult:
+    """Parse and validate one answer against its schema."""
+    try:
+        value = json.loads(text, strict=False)  # constrained decoders may emit raw control characters
+    except json.JSONDecodeError as err:
+        return VLMResult(None, text, f"invalid_json: {err.msg} at {err.pos}")
+    try:
+        jsonschema.validate(value, schema)
+    except jsonschema.ValidationError as err:
+        return VLMResult(None, text, f"schema_violation: {err.message[:200]}")
+    return VLMResult(value, text, None)
