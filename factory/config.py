@@ -109,6 +109,7 @@ class PerceptionConfig(Strict):
         description="target share of each tool in the plan (type balancing)",
     )
     sam_multimask: bool = True
+    clip_masks_to_box: bool = Field(True, description="drop mask pixels outside the prompt box")
 
 
 # ------------------------------------------------------------------------------------------ tools
@@ -249,12 +250,16 @@ def _preset_overrides(name: str) -> dict[str, Any]:
         # Random tiny models of the production classes: proves mechanics, not artifact quality.
         return {
             "image": {"min_short_side": 128, "max_side": 192},
-            "perception": {"min_part_pixels": 64, "box_threshold": 0.0, "text_threshold": 0.0},
+            # Random grounding/SAM give arbitrary boxes and large blob masks: keep every box and relax
+            # the size and linking filters so each tool gets exercised on the tiny preset.
+            "perception": {"min_part_pixels": 64, "box_threshold": 0.0, "text_threshold": 0.0,
+                           "max_part_fraction": 0.95, "containment": 0.5, "min_entity_fraction": 0.0,
+                           "clip_masks_to_box": False},
             "injection": {"num_steps": 4, "pe_steps": {"add": 4, "remove": 4, "distort": 3, "fuse": 3},
                           "value_steps": 3, "max_sequence_length": 16},
             # Random models give arbitrary LPIPS: accept the whole range so mechanics get exercised.
             "curation": {"lpips_min": 0.0, "lpips_max": 1e9, "require_vlm_label": False},
-            "factory": {"seeds_per_image": 4},
+            "factory": {"seeds_per_image": 16, "expected_yield": 0.2},
         }
     if name in ("flux-dev", "flux-schnell"):
         flux_id = "black-forest-labs/FLUX.1-dev" if name == "flux-dev" else "black-forest-labs/FLUX.1-schnell"
