@@ -1,0 +1,157 @@
+"""Perception and curation agents: the linking rule, determinism, masks and verdicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from agents.curation import CurationAgent, masked_lpips, region_bbox, triplet_images
+from agents.perception import PerceptionAgent, containment, link_parts, phrase_spans
+from agents.synthesis import encode_rle
+from agents.vlm import VLMResult
+from factory.config import load_config
+from factory.models.lpips import load_lpips
+from factory.models.perception import load_grounding, load_segmentation
+from factory.models.vlm import load_vlm
+from factory.sources import decode_source, list_sources, prepare_image, read_bytes
+from shards.images import decode_mask, encode_png
+from shards.record import Artifact, Sample
+
+
+def box(h, w, y0, y1, x0, x1):
+    m = np.zeros((h, w), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_linking_divides_by_the_part_area():
+    entity = box(64, 64, 0, 40, 0, 40)
+    inside, partly = box(64, 64, 10, 20, 10, 20), box(64, 64, 30, 50, 30, 50)
+    assert containment(inside, entity) == 1.0
+    assert containment(partly, entity) == pytest.approx(0.25)  # the reference code's |∩|/|∩| would say 1.0
+    assert link_parts([inside, partly], [entity], 0.9) == [0, None]
+
+
+def test_phrase_spans():
+    # [CLS] person . left hand . [SEP]
+    assert phrase_spans([101, 7, 5, 8, 9, 5, 102], {5, 102}) == [(1, 2), (3, 5)]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    config = load_config("tiny")
+    return config, load_vlm(config.models)
+
+
+def _samples(config, n=6):
+    out = []
+    for k, item in enumerate(list_sources(config.source)[:n]):
+        rgb = prepare_image(decode_source(read_bytes(item), config.source).rgb, config.image)
+        out.append(Sample(f"s{k}", item.source_id, 1000 + k, real_image=encode_png(rgb)))
+    return out
+
+
+def test_perception_end_to_end_is_deterministic_and_round_trips(tiny):
+    config, vlm = tiny
+    agent = PerceptionAgent(vlm, load_grounding(config.models), load_segmentation(config.models), config)
+    first = agent(_samples(config))
+    second = agent(_samples(config))
+    assert [s.to_row() for s in first] == [s.to_row() for s in second]
+    for s in first:
+        assert s.caption and s.plan.get("detections", 0) > 0
+        assert s.is_rejected == (not s.artifacts)
+        used = set()
+        for a in s.artifacts:
+            cells = set(a.cells) | set(a.reference_cells)
+            assert not cells & used
+            used |= cells
+        assert Sample.from_row(s.to_row()) == s
+
+
+def test_lpips_is_measured_on_the_change_region_not_its_box():
+    lpips_model = load_lpips(load_config("tiny").models)
+    real = np.asarray(Image.fromarray(data.astronaut()).resize((128, 128)))
+    fake = real.copy()
+    region = np.zeros((128, 128), bool)
+    region[20:100, 20:28] = True  # a thin L: its box is mostly unchanged pixels
+    region[92:100, 20:100] = True
+    fake[region] = 255 - fake[region]
+    x0, y0, x1, y1 = region_bbox(region, 0.0)
+    in_box = np.zeros_like(region)
+    in_box[y0:y1, x0:x1] = True
+    on_region, on_box = masked_lpips(lpips_model, real, fake, region), masked_lpips(lpips_model, real, fake, in_box)
+    assert on_region > on_box * 1.2
+
+
+def test_triplet_geometry():
+    real = np.zeros((96, 128, 3), np.uint8)
+    fake = np.full((96, 128, 3), 200, np.uint8)
+    region = box(96, 128, 40, 60, 30, 50)  # 20 x 20
+    context, real_crop, fake_crop = triplet_images(real, fake, region, margin=0.25)
+    assert context.size == (128, 96) and np.asarray(context)[50, 40].sum() == 0  # region blacked out
+    assert real_crop.size == fake_crop.size == (128, 128)  # 30x30 box (20 + 2*5), long side → 128
+
+
+class ScriptedVLM:
+    model_id = "scripted"
+
+    def __init__(self, visible: bool):
+        self.visible = visible
+
+    def generate_json(self, requests):
+        out = []
+        for r in requests:
+            if r.name.startswith("triplet"):
+                out.append(VLMResult({"visible": self.visible, "in_region": True, "explanation": "extra finger",
+                                      "label": "extra finger"}))
+            else:
+                out.append(VLMResult({"explanation": "explained"}))
+        return out
+
+
+def _synthetic_sample(leak=False):
+    real = np.asarray(Image.fromarray(data.chelsea()).resize((128, 96)))
+    fake = real.copy()
+    add_region, distort_region = box(96, 128, 10, 30, 10, 40), box(96, 128, 50, 80, 60, 100)
+    fake[add_region] = 0
+    fake[distort_region] = 255 - fake[distort_region]
+    if leak:
+        fake[0, 127] = (fake[0, 127].astype(int) + 9) % 256
+    return Sample("x", "src", 0, real_image=encode_png(real), image=encode_png(fake), artifacts=[
+        Artifact(tool="add", entity="cat", subentity="ear", region=encode_rle(add_region)),
+        Artifact(tool="distort", entity="cat", subentity="leg", region=encode_rle(distort_region))])
+
+
+@pytest.mark.parametrize("visible, lpips_window, expect", [
+    (True, (0.0, 10.0), ("accepted", {1, 2})),
+    (False, (0.0, 10.0), ("accepted", {255, 2})),
+    (True, (5.0, 10.0), ("accepted", {1, 255})),
+    (False, (5.0, 10.0), ("rejected", {255})),
+])
+def test_curation_labels_mask_per_artifact(visible, lpips_window, expect):
+    config = load_config("flux-dev", overrides={"curation.lpips_min": lpips_window[0],
+                                                "curation.lpips_max": lpips_window[1]})
+    agent = CurationAgent(ScriptedVLM(visible), load_lpips(load_config("tiny").models), config)
+    [sample] = agent([_synthetic_sample()])
+    assert sample.status == expect[0]
+    values = set(np.unique(decode_mask(sample.mask)).tolist()) - {0}
+    assert values == expect[1]
+    if sample.status == "accepted":
+        assert sample.global_explanation
+    else:
+        assert sample.reject_reason.startswith("no_accepted_artifact")
+
+
+def test_curation_rejects_background_leaks():
+    agent = CurationAgent(ScriptedVLM(True), load_lpips(load_config("tiny").models), load_config("tiny"))
+    [sample] = agent([_synthetic_sample(leak=True)])
+    assert sample.is_rejected and sample.reject_reason.startswith("background_leak")
+
+
+def test_curation_with_the_tiny_vlm(tiny):
+    config, vlm = tiny
+    agent = CurationAgent(vlm, load_lpips(config.models), config)
+    [sample] = agent([_synthetic_sample()])
+    assert sample.status == "accepted" and all(a.vlm_verdict for a in sample.artifacts if a.tool == "add")

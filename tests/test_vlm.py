@@ -1,0 +1,129 @@
+"""VLM backends: schema-constrained JSON from a random tiny VLM, and an OpenAI-compatible client
+that survives a misbehaving local server without leaking its key."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import jsonschema
+import pytest
+from PIL import Image
+from skimage import data
+
+from agents import prompts
+from agents.vlm import VLMRequest
+from agents.vlm.openai_backend import OpenAIBackend
+from factory.config import load_config
+from factory.models.vlm import load_vlm
+
+SCHEMAS = [prompts.caption_vocabulary(), prompts.triplet_check("add", "person", "hand"),
+           prompts.triplet_check("fuse", "cat+cup", None), prompts.local_explanation("remove", "cat", "ear"),
+           prompts.global_explanation(["an extra finger", "a missing ear"])]
+
+
+def test_tiny_transformers_vlm_returns_schema_valid_json_for_every_schema_batched():
+    vlm = load_vlm(load_config("tiny").models)
+    photos = [Image.fromarray(getattr(data, n)()).convert("RGB").resize((96, 80)) for n in ("astronaut", "coffee")]
+    requests = [VLMRequest(p, s, images=photos[: 1 + i % 2]) for i, (p, s) in enumerate(SCHEMAS)]
+    results = vlm.generate_json(requests)
+    assert len(results) == len(requests)
+    for request, result in zip(requests, results):
+        assert result.ok, (request.name, result.error, result.raw)
+        jsonschema.validate(result.value, request.schema)
+
+
+class ScriptedServer(BaseHTTPRequestHandler):
+    """Answers /chat/completions from a script: 429, 500, garbage, a hang, then a good answer."""
+
+    script: list[str] = []
+    seen: list[dict] = []
+
+    def log_message(self, *args):  # keep the test output clean
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append({"body": body, "auth": self.headers.get("Authorization")})
+        action = type(self).script.pop(0) if type(self).script else "good"
+        if action == "429":
+            self._send(429, {"error": {"message": "slow down"}}, {"Retry-After": "0"})
+        elif action == "500":
+            self._send(500, {"error": {"message": "boom"}})
+        elif action == "hang":
+            time.sleep(2.0)
+            self._send(200, self._completion('{"explanation": "late"}'))
+        elif action == "garbage":
+            self._send(200, self._completion("this is not json"))
+        else:
+            self._send(200, self._completion('{"explanation": "an extra finger on the left hand"}'))
+
+    def _completion(self, content: str) -> dict:
+        return {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": content}}]}
+
+    def _send(self, status: int, payload: dict, headers: dict | None = None):
+        raw = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(raw)
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ScriptedServer)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    ScriptedServer.script, ScriptedServer.seen = [], []
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    httpd.shutdown()
+
+
+def test_openai_backend_retries_times_out_and_never_logs_the_key(server, monkeypatch, caplog):
+    secret = "sk-test-SECRET-123"
+    monkeypatch.setenv("FLAWFORGE_TEST_KEY", secret)
+    backend = OpenAIBackend(server, "served-model", "FLAWFORGE_TEST_KEY", max_concurrency=1, max_retries=3,
+                            timeout_s=0.5, backoff_s=0.01)
+    prompt, schema = prompts.local_explanation("add", "person", "hand")
+    photo = Image.fromarray(data.astronaut()).resize((64, 64))
+    caplog.set_level(logging.DEBUG)
+
+    ScriptedServer.script = ["429", "500", "hang", "good"]
+    [ok] = backend.generate_json([VLMRequest(prompt, schema, [photo], name="local")])
+    assert ok.ok and ok.value["explanation"].startswith("an extra finger")
+
+    ScriptedServer.script = ["garbage"]
+    [bad] = backend.generate_json([VLMRequest(prompt, schema, [photo], name="local")])
+    assert not bad.ok and bad.error.startswith("invalid_json")
+
+    ScriptedServer.script = ["500"] * 10
+    [failed] = backend.generate_json([VLMRequest(prompt, schema, [photo], name="local")])
+    assert not failed.ok and "http_500" in failed.error
+
+    request = ScriptedServer.seen[0]["body"]
+    assert request["response_format"]["type"] == "json_schema"
+    assert request["response_format"]["json_schema"]["schema"] == schema
+    assert request["messages"][0]["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert ScriptedServer.seen[0]["auth"] == f"Bearer {secret}"  # the key is sent to the server...
+    logged = caplog.text + repr(backend) + ok.raw + bad.error + failed.error
+    assert secret not in logged  # ...and nowhere else
+
+
+def test_openai_request_types_are_accepted_by_the_client_types():
+    from openai.types.chat import completion_create_params
+
+    backend = OpenAIBackend("http://127.0.0.1:9/v1", "m")
+    request = VLMRequest(*prompts.triplet_check("remove", "cat", "ear"), [Image.new("RGB", (8, 8))])
+    fmt = backend.response_format(request)
+    assert completion_create_params.ResponseFormat.__args__  # a typed union exists
+    assert set(fmt) == {"type", "json_schema"} and set(fmt["json_schema"]) == {"name", "schema", "strict"}
+    messages = backend.build_messages(request)
+    assert messages[0]["role"] == "user" and {c["type"] for c in messages[0]["content"]} == {"image_url", "text"}
