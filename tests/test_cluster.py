@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -36,10 +37,11 @@ def test_ray_job_submit_on_a_local_head(tmp_path):
                HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     env.pop("RAY_ADDRESS", None)
     gcs, dashboard = _free_port(), _free_port()
+    temp_dir = Path(tempfile.mkdtemp(prefix="ffray", dir="/tmp"))  # Ray's socket paths must stay < 108 bytes
     start = subprocess.run(
         [ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=2",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-         f"--temp-dir={tmp_path / 'ray'}", "--disable-usage-stats"],
+         f"--temp-dir={temp_dir}", "--disable-usage-stats"],
         env=env, capture_output=True, text=True, timeout=180)
     assert start.returncode == 0, start.stderr[-3000:]
     out = tmp_path / "run"
@@ -52,7 +54,7 @@ def test_ray_job_submit_on_a_local_head(tmp_path):
         assert "succeeded" in (submit.stdout + submit.stderr).lower()
     finally:
         subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
-        shutil.rmtree(tmp_path / "ray", ignore_errors=True)
+        shutil.rmtree(temp_dir, ignore_errors=True)
     assert_valid_run(out, 4)
 
 
@@ -61,7 +63,7 @@ def test_multi_node_cluster_survives_losing_a_worker_node(tmp_path):
     from ray.cluster_utils import Cluster
     from ray.util.state import list_actors
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True})
     workers = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address)
