@@ -34,7 +34,8 @@ def test_ray_job_submit_on_a_local_head(tmp_path):
     bin_dir = Path(sys.executable).parent
     ray_cli = str(bin_dir / "ray")
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", RAY_USAGE_STATS_ENABLED="0",
-               HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+               HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
+               RAY_AUTH_MODE="disabled")  # a loopback test cluster; a leftover ~/.ray token would switch auth on
     env.pop("RAY_ADDRESS", None)
     gcs, dashboard = _free_port(), _free_port()
     temp_dir = Path(tempfile.mkdtemp(prefix="ffray", dir="/tmp"))  # Ray's socket paths must stay < 108 bytes
