@@ -172,7 +172,7 @@ def candidates(config: Config) -> Iterator[WorkItem]:
         for item in items:
             seed = sample_seed(config.factory.seed, item.source_id, seed_index)
             yield WorkItem(make_sample_id(item.source_id, seed, config_hash), item.source_id, seed,
-                           item.uri, getattr(item, "data", None) or b"")
+                           item.uri, item.data)
 
 
 def plan_round(pool: list[WorkItem], done: set[str], needed: int, yield_estimate: float,
