@@ -250,11 +250,10 @@ def _preset_overrides(name: str) -> dict[str, Any]:
         # Random tiny models of the production classes: proves mechanics, not artifact quality.
         return {
             "image": {"min_short_side": 128, "max_side": 192},
-            # Random grounding/SAM give arbitrary boxes and large blob masks: keep every box and relax
-            # the size and linking filters so each tool gets exercised on the tiny preset.
+            # Random grounding/SAM give arbitrary boxes and blob masks: keep every box and relax the
+            # size and linking filters so the tools get exercised on the tiny preset.
             "perception": {"min_part_pixels": 64, "box_threshold": 0.0, "text_threshold": 0.0,
-                           "max_part_fraction": 0.95, "containment": 0.5, "min_entity_fraction": 0.0,
-                           "clip_masks_to_box": False},
+                           "max_part_fraction": 0.95, "containment": 0.5, "min_entity_fraction": 0.0},
             "injection": {"num_steps": 4, "pe_steps": {"add": 4, "remove": 4, "distort": 3, "fuse": 3},
                           "value_steps": 3, "max_sequence_length": 16},
             # Random models give arbitrary LPIPS: accept the whole range so mechanics get exercised.

@@ -3,7 +3,10 @@
 ``kind: pretrained`` loads the maintained transformers implementations (batched, no custom CUDA
 ops) from a local folder or the HF cache. ``kind: tiny`` builds the same classes from small
 configs with random weights; the BERT tokenizer of the tiny Grounding DINO is built offline
-from a small word list.
+from a small word list. A random box head predicts near-zero offsets, so its boxes keep the
+proposals' sizes (5-10 % of the image side); the tiny Grounding DINO raises the width/height
+offset of its last box head by ``TINY_BOX_SIZE_LOGIT`` so its boxes are object-sized (a quarter to
+a half of the image side) and its plans vary from photo to photo.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from transformers import (AutoProcessor, BertConfig, BertTokenizerFast, GroundingDinoConfig,
                           GroundingDinoForObjectDetection, GroundingDinoImageProcessor, GroundingDinoProcessor,
                           SamConfig, SamImageProcessor, SamMaskDecoderConfig, SamModel, SamProcessor,
@@ -26,6 +30,7 @@ TINY_VOCABULARY = (
     "camera tripod bottle chair table plate spoon hand finger ear eye paw tail wheel mirror arm leg head face door "
     "window nose mouth foot handle flag body neck wing"
 )
+TINY_BOX_SIZE_LOGIT = 2.0  # added to the last decoder box head's (w, h) logits of the tiny Grounding DINO
 
 
 @dataclass
@@ -94,6 +99,8 @@ def _tiny_grounding(seed: int):
                                  use_timm_backbone=False)
     with seeded(seed):
         model = GroundingDinoForObjectDetection(config).eval()
+    with torch.no_grad():  # the final boxes are logit(reference) + the last level's offsets
+        model.bbox_embed[-1].layers[-1].bias[2:] += TINY_BOX_SIZE_LOGIT
     return model, processor
 
 
