@@ -1,0 +1,6 @@
+"""The bundled artifact detector (DESIGN §8); depends on ``shards`` only.
+
+``metrics`` (the field's metric families), ``model`` (``ArtifactDetector``, ``DetectorConfig``,
+``save_detector``/``load_detector``), ``data`` (shards → examples, split by source, augmentation),
+``train`` (Ray Train), ``eval`` (metrics + trivial baselines), ``predict`` (mask, boxes, overlay).
+"""

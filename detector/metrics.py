@@ -6,6 +6,8 @@ ignore (excluded from every pixel count). Boxes are [x0, y0, x1, y1] with exclus
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from scipy import ndimage
 
@@ -83,25 +85,36 @@ def greedy_match(pred: list[list[int]], gt: list[list[int]], threshold: float = 
     return out
 
 
+def box_prf(pred: list[list[int]], gt: list[list[int]], threshold: float = 0.5) -> tuple[float, float, float]:
+    """One image's box precision, recall and F1 after greedy matching (both empty → all 1)."""
+    if not pred and not gt:
+        return 1.0, 1.0, 1.0
+    matched = len(greedy_match(pred, gt, threshold))
+    p, r = _safe(matched, len(pred)), _safe(matched, len(gt))
+    return p, r, _safe(2 * p * r, p + r)
+
+
 def box_f1(preds: list[list[list[int]]], gts: list[list[list[int]]], threshold: float = 0.5) -> dict[str, float]:
-    """ArtiAgent's ArtifactBench: greedy one-to-one matching at IoU ≥ 0.5 → P, R, F1 per image (both
-    empty → all 1), averaged over images with ground-truth boxes; mean best IoU over GT boxes."""
-    ps, rs, fs, best = [], [], [], []
-    for pred, gt in zip(preds, gts):
-        for g in gt:
-            best.append(max((box_iou(p, g) for p in pred), default=0.0))
-        if not gt:
-            continue
-        matched = len(greedy_match(pred, gt, threshold))
-        p, r = (1.0, 1.0) if not pred and not gt else (_safe(matched, len(pred)), _safe(matched, len(gt)))
-        ps.append(p), rs.append(r), fs.append(_safe(2 * p * r, p + r))
-    mean = lambda v: float(np.mean(v)) if v else 0.0  # noqa: E731
+    """ArtiAgent's ArtifactBench: greedy one-to-one matching at IoU ≥ 0.5 → P, R, F1 per image,
+    averaged over images with ground-truth boxes; mean best IoU over all ground-truth boxes."""
+    scores = [box_prf(pred, gt, threshold) for pred, gt in zip(preds, gts) if gt]
+    best = [max((box_iou(p, g) for p in pred), default=0.0) for pred, gt in zip(preds, gts) for g in gt]
+    ps, rs, fs = zip(*scores) if scores else ((), (), ())
+    mean = lambda v: float(np.mean(v)) if len(v) else 0.0  # noqa: E731
     return {"box_precision": mean(ps), "box_recall": mean(rs), "box_f1": mean(fs), "mean_best_iou": mean(best)}
 
 
+def tokens(text: str) -> list[str]:
+    """Lowercase alphanumeric runs: punctuation is dropped, nothing is stemmed."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
 def rouge_l(candidate: str, reference: str) -> float:
-    """ROUGE-L F-measure on lowercase word tokens (the paper stems words first; we do not)."""
-    a, b = candidate.lower().split(), reference.lower().split()
+    """ROUGE-L F-measure (Lin 2004, β = 1) from the longest common subsequence of ``tokens``.
+
+    ArtiAgent reports ROUGE-L with Porter stemming (``rouge-score``, ``use_stemmer=True``); this
+    version does not stem, so inflected forms ("legs" / "leg") do not match and scores can be lower."""
+    a, b = tokens(candidate), tokens(reference)
     if not a or not b:
         return 0.0
     table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]

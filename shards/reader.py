@@ -15,6 +15,7 @@ from typing import Any, Iterator, Sequence
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from shards.record import SCHEMA_VERSION, Artifact, Sample, SourceInfo
 from shards.schema import IMAGE_COLUMNS
@@ -66,6 +67,15 @@ def _shard_files(path: ShardPaths) -> list[tuple[fsspec.AbstractFileSystem, str]
     folder = data if fs.isdir(data) else root.rstrip("/")
     files = sorted(f for f in fs.glob(f"{folder}/*.parquet") if not f.rsplit("/", 1)[-1].startswith((".", "_")))
     return [(fs, f) for f in files]
+
+
+def shard_files(path: ShardPaths) -> list[str]:
+    """Every shard file under ``path``: local paths as they are, remote ones as URLs (``s3://...``),
+    so pyarrow and ``ray.data.read_parquet`` can open them. Raises when there is none."""
+    files = [f if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(f) for fs, f in _shard_files(path)]
+    if not files:
+        raise FileNotFoundError(f"no Parquet shards under {path}")
+    return files
 
 
 def iter_samples(path: ShardPaths) -> Iterator[Sample]:

@@ -1,0 +1,149 @@
+"""Shards → detector examples: positives, negatives, a leak-free split and shortcut-removing augmentation.
+
+Every accepted row gives two examples: its artifact ``image`` with the mask binarised (k > 0 → 1,
+255 kept as ignore) and its ``real_image`` with an all-zero mask. The held-out split is decided
+by a hash of ``source_id``, so a real photo and its artifact versions always land on the same side.
+Both classes get the same augmentation (random JPEG re-encode, random resized crop, horizontal
+flip; masks follow with nearest-neighbour resampling), so file format and resampling traces are
+no shortcut. Training reads shards with Ray Data; evaluation iterates them in plain Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Iterator, Literal, Sequence
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from detector.model import ARTIFACT_TYPES, IGNORE
+from shards.images import decode_image, decode_mask
+from shards.reader import iter_samples, shard_files, table_to_samples
+from shards.record import Sample
+
+Split = Literal["train", "val", "all"]
+
+
+@dataclass
+class DataConfig:
+    """Split and augmentation; the input size is the model's (``DetectorConfig.image_size``)."""
+
+    val_fraction: float = 0.2
+    split_salt: str = "flawforge"
+    jpeg_prob: float = 0.5
+    jpeg_quality: tuple[int, int] = (60, 95)
+    crop_scale: tuple[float, float] = (0.6, 1.0)  # area fraction of the random resized crop
+    flip_prob: float = 0.5
+
+
+@dataclass
+class Example:
+    sample_id: str
+    source_id: str
+    image: Image.Image  # RGB at the shard's size
+    mask: np.ndarray  # (H, W) uint8: 0 clean, 1 artifact, 255 ignore
+    label: int  # 1 artifact image, 0 real photo
+    types: np.ndarray  # (len(ARTIFACT_TYPES),) float32 multi-hot of accepted artifacts' tools
+    boxes: list[list[int]]  # accepted artifacts' [x0, y0, x1, y1]
+
+
+def split_of(source_id: str, val_fraction: float, salt: str = "flawforge") -> Literal["train", "val"]:
+    """Deterministic split by source: a hash of ``source_id`` mapped to [0, 1)."""
+    digest = hashlib.sha256(f"{salt}\x00{source_id}".encode()).digest()
+    return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
+
+
+def examples_from_sample(sample: Sample) -> list[Example]:
+    """An accepted row → [artifact example, real example]; any other row → []."""
+    if sample.status != "accepted" or not sample.image or not sample.real_image:
+        return []
+    accepted = [a for a in sample.artifacts if a.accepted]
+    types = np.array([any(a.tool == t for a in accepted) for t in ARTIFACT_TYPES], np.float32)
+    labels = decode_mask(sample.mask)
+    mask = np.where(labels == IGNORE, IGNORE, labels > 0).astype(np.uint8)
+    real = decode_image(sample.real_image)
+    return [
+        Example(sample.sample_id, sample.source_id, decode_image(sample.image), mask, 1, types,
+                [list(a.bbox) for a in accepted]),
+        Example(sample.sample_id, sample.source_id, real, np.zeros(mask.shape, np.uint8), 0,
+                np.zeros(len(ARTIFACT_TYPES), np.float32), []),
+    ]
+
+
+def _in_split(source_id: str, split: Split, cfg: DataConfig) -> bool:
+    return split == "all" or split_of(source_id, cfg.val_fraction, cfg.split_salt) == split
+
+
+def iter_examples(paths: str | Path | Sequence[str | Path], split: Split, cfg: DataConfig) -> Iterator[Example]:
+    """Plain (no Ray) iteration for evaluation; a real photo shared by several rows is yielded once."""
+    seen_real: set[str] = set()
+    for sample in iter_samples(paths):
+        if not _in_split(sample.source_id, split, cfg):
+            continue
+        for ex in examples_from_sample(sample):
+            if ex.label == 0:
+                if ex.source_id in seen_real:
+                    continue
+                seen_real.add(ex.source_id)
+            yield ex
+
+
+def to_pixels(image: Image.Image, size: int) -> np.ndarray:
+    """The model input for one image: RGB resized to ``size``² (bicubic) → (3, S, S) float32 in [0, 1]."""
+    return np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC), np.float32).transpose(2, 0, 1) / 255.0
+
+
+def resize(image: Image.Image, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluation transform: ``to_pixels`` and the mask resized alike (nearest neighbour)."""
+    return to_pixels(image, size), np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST))
+
+
+def augment(image: Image.Image, mask: np.ndarray, size: int, cfg: DataConfig, rng: np.random.Generator
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Training transform, identical for both classes: JPEG re-encode (prob ``jpeg_prob``), random
+    resized crop to ``size``², horizontal flip; the mask is cropped/resized/flipped alike."""
+    if rng.random() < cfg.jpeg_prob:
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)))
+        image = decode_image(buf.getvalue())
+    w, h = image.size
+    area = w * h * rng.uniform(*cfg.crop_scale)
+    aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+    cw, ch = min(w, int(round(np.sqrt(area * aspect)))), min(h, int(round(np.sqrt(area / aspect))))
+    x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    image = image.crop((x0, y0, x0 + cw, y0 + ch))
+    mask = mask[y0:y0 + ch, x0:x0 + cw]
+    if rng.random() < cfg.flip_prob:
+        image, mask = image.transpose(Image.FLIP_LEFT_RIGHT), mask[:, ::-1].copy()
+    return resize(image, np.ascontiguousarray(mask), size)
+
+
+def _batch_to_arrays(table: pa.Table, split: Split, train: bool, size: int, cfg: DataConfig
+                     ) -> Iterator[dict[str, np.ndarray]]:
+    """A Ray Data ``pyarrow`` batch of shard rows → stacked model inputs of its examples in ``split``
+    (a generator, so a batch without any yields nothing)."""
+    rng = np.random.default_rng()  # fresh entropy: a new augmentation every epoch
+    pixels, masks, labels, types = [], [], [], []
+    for sample in table_to_samples(table):
+        if not _in_split(sample.source_id, split, cfg):
+            continue
+        for ex in examples_from_sample(sample):
+            x, m = augment(ex.image, ex.mask, size, cfg, rng) if train else resize(ex.image, ex.mask, size)
+            pixels.append(x), masks.append(m), labels.append(ex.label), types.append(ex.types)
+    if pixels:
+        yield {"pixel_values": np.stack(pixels), "mask": np.stack(masks), "label": np.asarray(labels, np.float32),
+               "types": np.stack(types)}
+
+
+def ray_dataset(paths: str | Path | Sequence[str | Path], split: Split, train: bool, size: int, cfg: DataConfig):
+    """A Ray Dataset of model-ready rows (``pixel_values``, ``mask``, ``label``, ``types``) for ``split``;
+    training datasets are augmented anew on every pass. A real photo comes once per accepted row of its source."""
+    import ray.data
+
+    return ray.data.read_parquet(shard_files(paths)).map_batches(
+        partial(_batch_to_arrays, split=split, train=train, size=size, cfg=cfg), batch_format="pyarrow", batch_size=16)

@@ -1,0 +1,193 @@
+"""Train the detector on shards with Ray Train (V2 API): any number of workers, CPU or GPU.
+
+``python -m detector.train --shards DIR [DIR ...] --out CKPT [--backbone tiny|tiny-vit|PATH]
+[--workers K] [--gpus] [--epochs E] [--batch-size B] [--lr LR] [--resume]``
+
+Every epoch each rank reports its metrics; rank 0 also hands over a checkpoint (detector
+safetensors + config, optimizer state, epoch). Runs live under ``--storage`` (default
+``CKPT/ray``), one directory per run; ``--resume`` reopens the newest one, Ray Train restores its
+latest checkpoint and the epoch counter continues from it. The final model is exported to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from detector.data import DataConfig, ray_dataset
+from detector.model import CONFIG_FILE, WEIGHTS_FILE, ArtifactDetector, DetectorConfig, load_detector, save_detector
+
+STATE_FILE, OPTIMIZER_FILE = "train_state.json", "optimizer.pt"
+
+
+@dataclass
+class TrainConfig:
+    model: DetectorConfig = field(default_factory=DetectorConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    epochs: int = 10
+    batch_size: int = 16  # per worker
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+
+def _to_config(raw: dict) -> TrainConfig:
+    model, data = dict(raw["model"]), dict(raw["data"])
+    model["mean"], model["std"] = tuple(model["mean"]), tuple(model["std"])
+    data["jpeg_quality"], data["crop_scale"] = tuple(data["jpeg_quality"]), tuple(data["crop_scale"])
+    return TrainConfig(**{**raw, "model": DetectorConfig(**model), "data": DataConfig(**data)})
+
+
+def _restore(model: ArtifactDetector, optimizer: torch.optim.Optimizer) -> int:
+    """Load the latest reported checkpoint, if any; returns the first epoch still to run."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as d:
+        model.load_state_dict(load_detector(d).state_dict())
+        optimizer.load_state_dict(torch.load(Path(d) / OPTIMIZER_FILE, weights_only=True))
+        return json.loads((Path(d) / STATE_FILE).read_text())["epoch"] + 1
+
+
+def _all_reduce(values: list[float], device: torch.device) -> list[float]:
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def train_loop_per_worker(raw_config: dict) -> None:
+    """The per-rank loop: restore, then per epoch train, validate (sums all-reduced), report."""
+    cfg = _to_config(raw_config)
+    torch.manual_seed(cfg.seed)
+    context = ray.train.get_context()
+    device = ray.train.torch.get_device()
+    model = ArtifactDetector(cfg.model).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start = _restore(model, optimizer)
+    ddp_model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={
+        "find_unused_parameters": model.exposes_attention})  # ViTs carry an unused mask token
+    train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
+    for epoch in range(start, cfg.epochs):
+        t0 = time.time()
+        ddp_model.train()
+        loss_sum = n_train = 0.0
+        for batch in train_shard.iter_torch_batches(batch_size=cfg.batch_size, device=device):
+            losses = model.loss(ddp_model(batch["pixel_values"]), batch)
+            optimizer.zero_grad()
+            losses["loss"].backward()
+            optimizer.step()
+            loss_sum += losses["loss"].item() * len(batch["label"])
+            n_train += len(batch["label"])
+        ddp_model.eval()
+        val = [0.0] * 5  # loss sum, images, pixel TP, FP, FN
+        with torch.no_grad():
+            for batch in val_shard.iter_torch_batches(batch_size=cfg.batch_size, device=device):
+                out = model(batch["pixel_values"])
+                valid, truth, guess = batch["mask"] != 255, batch["mask"] == 1, out["mask"] > 0
+                val[0] += model.loss(out, batch)["loss"].item() * len(batch["label"])
+                val[1] += len(batch["label"])
+                val[2] += float((truth & guess).sum())
+                val[3] += float((~truth & guess & valid).sum())
+                val[4] += float((truth & ~guess).sum())
+        loss_sum, n_train, *val = _all_reduce([loss_sum, n_train, *val], device)
+        metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_train, 1),
+                   "val_loss": val[0] / max(val[1], 1), "val_pixel_iou": val[2] / max(val[2] + val[3] + val[4], 1),
+                   "epoch_seconds": time.time() - t0}
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if context.get_world_rank() == 0:
+                save_detector(model, tmp)
+                torch.save(optimizer.state_dict(), Path(tmp) / OPTIMIZER_FILE)
+                (Path(tmp) / STATE_FILE).write_text(json.dumps({"epoch": epoch}))
+                checkpoint = Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _run_name(storage: Path, resume: bool) -> str:
+    runs = sorted(p.name for p in storage.glob("run-*") if p.is_dir()) if storage.is_dir() else []
+    if resume:
+        if not runs:
+            raise FileNotFoundError(f"--resume: no run under {storage}")
+        return runs[-1]
+    return time.strftime("run-%Y%m%d-%H%M%S")
+
+
+def train(shards: list[str], out: str | Path, cfg: TrainConfig, workers: int = 1, use_gpu: bool = False,
+          cpus_per_worker: float | None = None, storage: str | Path | None = None, resume: bool = False,
+          keep_checkpoints: int | None = 3):
+    """Fit with ``TorchTrainer`` and export the last checkpoint's detector to ``out``; returns the Ray result.
+
+    ``cpus_per_worker`` defaults to what leaves one CPU of the cluster to Ray Data (a pool that takes
+    every CPU starves the read tasks and hangs). ``keep_checkpoints=None`` keeps every epoch's."""
+    if not ray.is_initialized():
+        ray.init()
+    if cpus_per_worker is None:
+        cpus_per_worker = max(0.25, min(1.0, (ray.cluster_resources().get("CPU", 1) - 1) / workers))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = Path(storage) if storage else out / "ray"
+    storage.mkdir(parents=True, exist_ok=True)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=asdict(cfg),
+        datasets={"train": ray_dataset(shards, "train", True, cfg.model.image_size, cfg.data),
+                  "val": ray_dataset(shards, "val", False, cfg.model.image_size, cfg.data)},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpus_per_worker}),
+        run_config=RunConfig(storage_path=str(storage.resolve()), name=_run_name(storage, resume),
+                             checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints)),
+    )
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as d:
+        for name in (WEIGHTS_FILE, CONFIG_FILE):
+            shutil.copy(Path(d) / name, out / name)
+    return result
+
+
+def main(argv: list[str] | None = None):
+    """The CLI; returns Ray Train's ``Result``."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shards", nargs="+", required=True, help="shard files or run directories")
+    parser.add_argument("--out", required=True, help="directory for the exported detector")
+    parser.add_argument("--backbone", default="tiny", help="tiny | tiny-vit | a local backbone path or cached HF id")
+    parser.add_argument("--image-size", type=int, default=DetectorConfig.image_size)
+    parser.add_argument("--align-weight", type=float, default=0.0, help="attention alignment (ViT backbones)")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--gpus", action="store_true", help="one GPU per worker")
+    parser.add_argument("--cpus-per-worker", type=float, default=None)
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--val-fraction", type=float, default=DataConfig.val_fraction)
+    parser.add_argument("--storage", default=None, help="Ray Train storage path (default OUT/ray)")
+    parser.add_argument("--resume", action="store_true", help="continue the newest run under --storage")
+    parser.add_argument("--keep-checkpoints", type=int, default=3, help="newest epochs kept; 0 keeps every one")
+    args = parser.parse_args(argv)
+    tiny = args.backbone in ("tiny", "tiny-vit")
+    model = DetectorConfig(backbone=args.backbone if tiny else "pretrained", path=None if tiny else args.backbone,
+                           image_size=args.image_size, align_weight=args.align_weight)
+    cfg = TrainConfig(model=model, data=DataConfig(val_fraction=args.val_fraction),
+                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    result = train(args.shards, args.out, cfg, workers=args.workers, use_gpu=args.gpus,
+                   cpus_per_worker=args.cpus_per_worker, storage=args.storage, resume=args.resume,
+                   keep_checkpoints=args.keep_checkpoints or None)
+    print(json.dumps({"out": str(args.out), "run": result.path, **result.metrics}, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

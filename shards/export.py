@@ -1,0 +1,105 @@
+"""Export shards as a LLaMA-Factory ShareGPT dataset for fine-tuning a VLM explainer (Qwen2.5-VL).
+
+``python -m shards.export --format llamafactory --shards DIR [DIR ...] --out EXPORT``
+
+Writes ``EXPORT/images/*.png`` (every accepted row's artifact image, and its real photo once per
+source as a negative), ``EXPORT/flawforge.json`` (a list of ``{"messages": [...], "images": [...]}``
+records, image paths relative to ``EXPORT``, which is LLaMA-Factory's default media directory)
+and ``EXPORT/dataset_info.json``. The assistant answers with a JSON list of the artifacts in
+Qwen2.5-VL's grounding convention — ``{"bbox_2d": [x1, y1, x2, y2], "label": ...}`` in absolute
+pixels of the image as stored — each with its local explanation, followed by the global
+explanation; a real photo is answered "no artifacts".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from shards.images import decode_image
+from shards.reader import iter_samples
+from shards.record import Artifact, Sample
+
+DATASET_NAME = "flawforge_artifacts"
+DATA_FILE = "flawforge.json"
+QUESTION = ("<image>Does this image contain structural artifacts (extra, missing, distorted or fused parts)? "
+            "Locate each one with a bounding box and explain it.")
+NO_ARTIFACTS = "No artifacts: every object and part in this image is structurally plausible."
+
+
+@dataclass
+class ExportStats:
+    artifact_images: int = 0
+    real_images: int = 0
+    records: int = 0
+
+
+def _box(artifact: Artifact, width: int, height: int) -> list[int]:
+    """The artifact's [x0, y0, x1, y1], clipped to the image (Qwen2.5-VL absolute pixels)."""
+    x0, y0, x1, y1 = artifact.bbox
+    return [min(max(x0, 0), width), min(max(y0, 0), height), min(max(x1, 0), width), min(max(y1, 0), height)]
+
+
+def answer(sample: Sample, width: int, height: int) -> str:
+    """The assistant turn for an accepted row: a ```json``` list of boxes with explanations, then the global one."""
+    items = [{"bbox_2d": _box(a, width, height), "label": a.label or a.tool, "explanation": a.local_explanation}
+             for a in sample.artifacts if a.accepted and len(a.bbox) == 4]
+    text = "```json\n" + json.dumps(items, indent=2, ensure_ascii=False) + "\n```"
+    return f"{text}\n{sample.global_explanation}".strip()
+
+
+def _record(image_path: str, reply: str) -> dict:
+    return {"messages": [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": reply}],
+            "images": [image_path]}
+
+
+def dataset_info() -> dict:
+    """LLaMA-Factory's ``dataset_info.json`` entry for the exported file (ShareGPT formatting)."""
+    return {DATASET_NAME: {
+        "file_name": DATA_FILE,
+        "formatting": "sharegpt",
+        "columns": {"messages": "messages", "images": "images"},
+        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
+    }}
+
+
+def export_llamafactory(shards: str | Path | Sequence[str | Path], out: str | Path) -> ExportStats:
+    """Write the images, the conversations and ``dataset_info.json`` under ``out``."""
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    records, stats, seen_real = [], ExportStats(), set()
+    for sample in iter_samples(shards):
+        if sample.status != "accepted" or not sample.image:
+            continue
+        image = decode_image(sample.image)
+        rel = f"images/{sample.sample_id}.png"
+        (out / rel).write_bytes(sample.image)
+        records.append(_record(rel, answer(sample, image.width, image.height)))
+        stats.artifact_images += 1
+        if sample.real_image and sample.source_id not in seen_real:
+            seen_real.add(sample.source_id)
+            rel = f"images/{sample.sample_id}_real.png"
+            (out / rel).write_bytes(sample.real_image)
+            records.append(_record(rel, NO_ARTIFACTS))
+            stats.real_images += 1
+    stats.records = len(records)
+    (out / DATA_FILE).write_text(json.dumps(records, indent=2, ensure_ascii=False))
+    (out / "dataset_info.json").write_text(json.dumps(dataset_info(), indent=2))
+    return stats
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--format", choices=["llamafactory"], required=True)
+    parser.add_argument("--shards", nargs="+", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    stats = export_llamafactory(args.shards, args.out)
+    print(json.dumps({"out": args.out, **stats.__dict__}))
+
+
+if __name__ == "__main__":
+    main()

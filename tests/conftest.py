@@ -1,0 +1,43 @@
+"""Shared fixtures: a folder of real photos and the tiny-preset shards ``factory.run`` makes from it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+
+ROOT = Path(__file__).resolve().parents[1]
+# Photos shipped with scikit-image (no download): colour, grey, RGBA, natural and textured.
+FOLDER_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "immunohistochemistry",
+                 "hubble_deep_field", "retina", "colorwheel", "moon", "brick", "grass", "gravel", "clock", "page",
+                 "text", "logo", "cell")
+FACTORY_N = 48  # accepted rows in the session's factory run
+
+
+@pytest.fixture(scope="session")
+def photo_folder(tmp_path_factory) -> Path:
+    """``FOLDER_PHOTOS`` written as PNG files, one source image each."""
+    folder = tmp_path_factory.mktemp("photos")
+    for name in FOLDER_PHOTOS:
+        Image.fromarray(np.asarray(getattr(skdata, name)())).save(folder / f"{name}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def factory_shards(photo_folder, tmp_path_factory) -> Path:
+    """``python -m factory.run --n FACTORY_N --preset tiny --source PHOTOS``: a real run directory."""
+    out = tmp_path_factory.mktemp("factory") / "run"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_USAGE_STATS_ENABLED="0", HF_HUB_OFFLINE="1",
+               PYTHONPATH=str(ROOT))
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "factory.run", "--n", str(FACTORY_N), "--preset", "tiny",
+           "--source", str(photo_folder), "--out", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return out
