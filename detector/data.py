@@ -23,7 +23,7 @@ from PIL import Image
 
 from detector.model import ARTIFACT_TYPES, IGNORE
 from shards.images import decode_image, decode_mask
-from shards.reader import iter_samples, shard_files, table_to_samples
+from shards.reader import iter_samples, read_table, shard_files, table_to_samples
 from shards.record import Sample
 
 Split = Literal["train", "val", "all"]
@@ -77,6 +77,16 @@ def examples_from_sample(sample: Sample) -> list[Example]:
 
 def _in_split(source_id: str, split: Split, cfg: DataConfig) -> bool:
     return split == "all" or split_of(source_id, cfg.val_fraction, cfg.split_salt) == split
+
+
+def split_counts(paths: str | Path | Sequence[str | Path], cfg: DataConfig) -> dict[str, int]:
+    """Accepted rows per split, from the ``source_id`` and ``status`` columns alone."""
+    table = read_table(paths, columns=["source_id", "status"])
+    counts = {"train": 0, "val": 0}
+    for source_id, status in zip(table["source_id"].to_pylist(), table["status"].to_pylist()):
+        if status == "accepted":
+            counts[split_of(source_id, cfg.val_fraction, cfg.split_salt)] += 1
+    return counts
 
 
 def iter_examples(paths: str | Path | Sequence[str | Path], split: Split, cfg: DataConfig) -> Iterator[Example]:

@@ -7,85 +7,124 @@ as training) or every row: each accepted row's artifact image and each source's 
 Predictions are made at the model's input size and upsampled to each image's own size. Ground-truth
 boxes are the accepted artifacts' ``bbox``; predicted boxes are connected components of the
 predicted mask. The same metrics are computed for three trivial predictors — all background, all
-foreground (one whole-image box), and random at the base rates (image and pixel) — so a score can
-be read against what needs no model at all. Pixel metrics cover every image, real photos included.
+foreground (one whole-image box), and random at the evaluated set's base rates (image and pixel) —
+so a score can be read against what needs no model at all. Pixel metrics cover every image, real
+photos included.
+
+Images stream through in batches; only per-image counts and boxes are kept, so the set's size is
+bounded by disk, not memory. The random predictor ignores the image, so its per-image counts are
+drawn directly (TP ~ Binomial(positives, rate), FP ~ Binomial(negatives, rate)) once the base rate
+is known, and its boxes come from a random mask of the image's shape.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
+import torch
 
-from detector.data import DataConfig, Split, iter_examples
-from detector.metrics import box_f1, image_level, mask_to_boxes, pixel_per_image, pixel_pooled
-from detector.model import IGNORE, load_detector
+from detector.data import DataConfig, Example, Split, iter_examples
+from detector.metrics import (IGNORE, PixelCounts, box_f1, image_level, mask_to_boxes, per_image_from_counts,
+                              pixel_counts, pooled_from_counts)
+from detector.model import load_detector
 from detector.predict import infer
 
 
-def metric_report(labels: np.ndarray, predicted: np.ndarray, pred_masks: list[np.ndarray],
-                  gt_masks: list[np.ndarray], pred_boxes: list[list[list[int]]], gt_boxes: list[list[list[int]]]
-                  ) -> dict[str, float]:
-    """Image level (X-AIGD), pooled pixel (X-AIGD), per-image pixel (LEGION) and box (ArtifactBench) metrics."""
-    return {**{f"image_{k}": v for k, v in image_level(labels, predicted).items()},
-            **pixel_pooled(pred_masks, gt_masks), **pixel_per_image(pred_masks, gt_masks),
-            **box_f1(pred_boxes, gt_boxes)}
+@dataclass
+class Tally:
+    """One predictor's per-image results, accumulated while the evaluation set streams by."""
+
+    labels: list[bool] = field(default_factory=list)
+    counts: list[PixelCounts] = field(default_factory=list)
+    boxes: list[list[list[int]]] = field(default_factory=list)
+
+    def add(self, label: bool, mask: np.ndarray, gt: np.ndarray) -> None:
+        self.labels.append(bool(label))
+        self.counts.append(pixel_counts(mask, gt))
+        self.boxes.append(mask_to_boxes(mask))
+
+    def report(self, truth: list[int], gt_boxes: list[list[list[int]]]) -> dict[str, float]:
+        """Image level (X-AIGD), pooled pixel (X-AIGD), per-image pixel (LEGION), box (ArtifactBench)."""
+        return {**{f"image_{k}": v for k, v in image_level(np.array(truth), np.array(self.labels)).items()},
+                **pooled_from_counts(self.counts), **per_image_from_counts(self.counts),
+                **box_f1(self.boxes, gt_boxes)}
+
+
+def _batches(examples: Iterator[Example], size: int) -> Iterator[list[Example]]:
+    while batch := list(islice(examples, size)):
+        yield batch
 
 
 def evaluate(shards: str | Path | list[str | Path], checkpoint: str | Path, split: Split = "val",
-             data: DataConfig | None = None, threshold: float = 0.5, seed: int = 0) -> dict:
+             data: DataConfig | None = None, threshold: float = 0.5, seed: int = 0, batch_size: int = 32,
+             device: str = "cpu") -> dict:
     """The model's metrics and the three baselines' on ``split`` of ``shards``."""
     data = data or DataConfig()
-    examples = list(iter_examples(shards, split, data))
-    if not examples:
-        raise ValueError(f"no examples in split {split!r} of {shards}")
-    model = load_detector(checkpoint)
-    predictions = infer(model, [ex.image for ex in examples])
-    labels = np.array([ex.label for ex in examples])
-    gt_masks = [ex.mask for ex in examples]
-    gt_boxes = [[b for b in ex.boxes if len(b) == 4] for ex in examples]
-    valid = np.concatenate([(m != IGNORE).ravel() for m in gt_masks])
-    pixel_rate = float(np.concatenate([(m == 1).ravel() for m in gt_masks])[valid].mean())
-    image_rate = float(labels.mean())
+    model = load_detector(checkpoint, device)
+    truth: list[int] = []
+    gt_boxes: list[list[list[int]]] = []
+    shapes: list[tuple[int, int]] = []
+    positives_negatives: list[tuple[int, int]] = []  # valid artifact / clean pixels per image
+    tallies = {name: Tally() for name in ("model", "all_background", "all_foreground")}
+    for batch in _batches(iter_examples(shards, split, data), batch_size):
+        for ex, pred in zip(batch, infer(model, [ex.image for ex in batch])):
+            truth.append(ex.label)
+            gt_boxes.append([b for b in ex.boxes if len(b) == 4])
+            shapes.append(ex.mask.shape)
+            valid = ex.mask != IGNORE
+            positives_negatives.append((int((ex.mask[valid] > 0).sum()), int((ex.mask[valid] == 0).sum())))
+            tallies["model"].add(pred.score > threshold, pred.probability > threshold, ex.mask)
+            tallies["all_background"].add(False, np.zeros(ex.mask.shape, bool), ex.mask)
+            tallies["all_foreground"].add(True, np.ones(ex.mask.shape, bool), ex.mask)
+    if not truth:
+        raise ValueError(f"no examples in split {split!r} of {shards} (accepted rows are what is evaluated)")
 
-    def report(pred_labels: np.ndarray, pred_masks: list[np.ndarray]) -> dict[str, float]:
-        return metric_report(labels, pred_labels, pred_masks, gt_masks, [mask_to_boxes(m) for m in pred_masks],
-                             gt_boxes)
-
+    pixel_rate = sum(p for p, _ in positives_negatives) / max(1, sum(p + n for p, n in positives_negatives))
+    image_rate = float(np.mean(truth))
     rng = np.random.default_rng(seed)
-    model_masks = [p.probability > threshold for p in predictions]
+    random = Tally(labels=list(rng.random(len(truth)) < image_rate))
+    for (p, n), shape in zip(positives_negatives, shapes):
+        tp, fp = int(rng.binomial(p, pixel_rate)), int(rng.binomial(n, pixel_rate))
+        random.counts.append((tp, fp, p - tp, n - fp))
+        random.boxes.append(mask_to_boxes(rng.random(shape) < pixel_rate))
+    tallies["random"] = random
+
     return {
         "split": split,
-        "n_images": len(examples),
-        "n_artifact_images": int(labels.sum()),
+        "n_images": len(truth),
+        "n_artifact_images": int(sum(truth)),
         "pixel_base_rate": pixel_rate,
         "threshold": threshold,
-        "model": report(np.array([p.score > threshold for p in predictions]), model_masks),
-        "baselines": {
-            "all_background": report(np.zeros_like(labels), [np.zeros(m.shape, bool) for m in gt_masks]),
-            "all_foreground": report(np.ones_like(labels), [np.ones(m.shape, bool) for m in gt_masks]),
-            "random": report(rng.random(len(labels)) < image_rate,
-                             [rng.random(m.shape) < pixel_rate for m in gt_masks]),
-        },
+        "checkpoint": str(checkpoint),
+        "model": tallies.pop("model").report(truth, gt_boxes),
+        "baselines": {name: tally.report(truth, gt_boxes) for name, tally in tallies.items()},
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shards", nargs="+", required=True)
+    parser.add_argument("--shards", nargs="+", required=True, help="shard files or run directories")
     parser.add_argument("--checkpoint", required=True, help="a directory written by detector.train")
     parser.add_argument("--out", required=True, help="metrics JSON file")
     parser.add_argument("--split", choices=["val", "all", "train"], default="val")
-    parser.add_argument("--val-fraction", type=float, default=DataConfig.val_fraction)
-    parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--val-fraction", type=float, default=DataConfig.val_fraction,
+                        help="must match training's for --split val")
+    parser.add_argument("--threshold", type=float, default=0.5, help="for the image score and each pixel")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     metrics = evaluate(args.shards, args.checkpoint, args.split, DataConfig(val_fraction=args.val_fraction),
-                       args.threshold)
+                       args.threshold, batch_size=args.batch_size, device=args.device)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(metrics, indent=2))
     print(json.dumps(metrics, indent=2))
+    return metrics
 
 
 if __name__ == "__main__":

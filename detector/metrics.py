@@ -7,6 +7,7 @@ ignore (excluded from every pixel count). Boxes are [x0, y0, x1, y1] with exclus
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 import numpy as np
 from scipy import ndimage
@@ -29,33 +30,45 @@ def image_level(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
             "f1": _safe(2 * precision * recall, precision + recall)}
 
 
-def _counts(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int, int, int]:
+PixelCounts = tuple[int, int, int, int]  # TP, FP, FN, TN over one image's non-ignored pixels
+
+
+def pixel_counts(pred: np.ndarray, gt: np.ndarray) -> PixelCounts:
+    """One image's confusion counts, ignore pixels excluded."""
     valid = gt != IGNORE
     truth, guess = (gt > 0) & valid, pred.astype(bool) & valid
     return (int((truth & guess).sum()), int((~truth & guess & valid).sum()), int((truth & ~guess).sum()),
             int((~truth & ~guess & valid).sum()))
 
 
-def pixel_pooled(preds: list[np.ndarray], gts: list[np.ndarray]) -> dict[str, float]:
+def pooled_from_counts(counts: Iterable[PixelCounts]) -> dict[str, float]:
     """X-AIGD pixel level: TP/FP/FN pooled over all images, then IoU, PixP, PixR, PixF1."""
     tp = fp = fn = 0
-    for pred, gt in zip(preds, gts):
-        a, b, c, _ = _counts(pred, gt)
+    for a, b, c, _ in counts:
         tp, fp, fn = tp + a, fp + b, fn + c
     p, r = _safe(tp, tp + fp), _safe(tp, tp + fn)
     return {"iou": _safe(tp, tp + fp + fn), "pix_precision": p, "pix_recall": r, "pix_f1": _safe(2 * p * r, p + r)}
 
 
-def pixel_per_image(preds: list[np.ndarray], gts: list[np.ndarray]) -> dict[str, float]:
+def per_image_from_counts(counts: Iterable[PixelCounts]) -> dict[str, float]:
     """LEGION / SynthScars: per image mIoU = mean(foreground IoU, background IoU) and pixel F1
     (1.0 when the image has no positives and none are predicted), averaged over images."""
     mious, f1s = [], []
-    for pred, gt in zip(preds, gts):
-        tp, fp, fn, tn = _counts(pred, gt)
+    for tp, fp, fn, tn in counts:
         fg, bg = _safe(tp, tp + fp + fn, 1.0), _safe(tn, tn + fp + fn, 1.0)
         mious.append((fg + bg) / 2)
         f1s.append(1.0 if tp + fp + fn == 0 else _safe(2 * tp, 2 * tp + fp + fn))
     return {"miou": float(np.mean(mious)) if mious else 0.0, "pixel_f1": float(np.mean(f1s)) if f1s else 0.0}
+
+
+def pixel_pooled(preds: list[np.ndarray], gts: list[np.ndarray]) -> dict[str, float]:
+    """``pooled_from_counts`` of predicted and ground-truth masks."""
+    return pooled_from_counts(pixel_counts(p, g) for p, g in zip(preds, gts))
+
+
+def pixel_per_image(preds: list[np.ndarray], gts: list[np.ndarray]) -> dict[str, float]:
+    """``per_image_from_counts`` of predicted and ground-truth masks."""
+    return per_image_from_counts(pixel_counts(p, g) for p, g in zip(preds, gts))
 
 
 def mask_to_boxes(mask: np.ndarray) -> list[list[int]]:

@@ -27,8 +27,9 @@ import torch.distributed as dist
 from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from detector.data import DataConfig, ray_dataset
-from detector.model import CONFIG_FILE, WEIGHTS_FILE, ArtifactDetector, DetectorConfig, load_detector, save_detector
+from detector.data import DataConfig, ray_dataset, split_counts
+from detector.model import (CONFIG_FILE, IGNORE, WEIGHTS_FILE, ArtifactDetector, DetectorConfig, load_detector,
+                            save_detector)
 
 STATE_FILE, OPTIMIZER_FILE = "train_state.json", "optimizer.pt"
 
@@ -69,8 +70,39 @@ def _all_reduce(values: list[float], device: torch.device) -> list[float]:
     return tensor.tolist()
 
 
+def _train_epoch(model: ArtifactDetector, ddp_model: torch.nn.Module, optimizer: torch.optim.Optimizer, shard,
+                 batch_size: int, device: torch.device) -> list[float]:
+    """One pass over this rank's training shard; returns [loss sum, images]."""
+    ddp_model.train()
+    sums = [0.0, 0.0]
+    for batch in shard.iter_torch_batches(batch_size=batch_size, device=device):
+        losses = model.loss(ddp_model(batch["pixel_values"]), batch)
+        optimizer.zero_grad()
+        losses["loss"].backward()
+        optimizer.step()
+        sums[0] += losses["loss"].item() * len(batch["label"])
+        sums[1] += len(batch["label"])
+    return sums
+
+
+@torch.no_grad()
+def _validate(model: ArtifactDetector, shard, batch_size: int, device: torch.device) -> list[float]:
+    """This rank's validation sums: [loss sum, images, pixel TP, FP, FN] (mask logit > 0 is artifact)."""
+    model.eval()
+    sums = [0.0] * 5
+    for batch in shard.iter_torch_batches(batch_size=batch_size, device=device) if shard is not None else ():
+        out = model(batch["pixel_values"])
+        valid, truth, guess = batch["mask"] != IGNORE, batch["mask"] == 1, out["mask"] > 0
+        sums[0] += model.loss(out, batch)["loss"].item() * len(batch["label"])
+        sums[1] += len(batch["label"])
+        sums[2] += float((truth & guess).sum())
+        sums[3] += float((~truth & guess & valid).sum())
+        sums[4] += float((truth & ~guess).sum())
+    return sums
+
+
 def train_loop_per_worker(raw_config: dict) -> None:
-    """The per-rank loop: restore, then per epoch train, validate (sums all-reduced), report."""
+    """The per-rank loop: restore, then per epoch train, validate (sums all-reduced over ranks), report."""
     cfg = _to_config(raw_config)
     torch.manual_seed(cfg.seed)
     context = ray.train.get_context()
@@ -80,33 +112,15 @@ def train_loop_per_worker(raw_config: dict) -> None:
     start = _restore(model, optimizer)
     ddp_model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={
         "find_unused_parameters": model.exposes_attention})  # ViTs carry an unused mask token
-    train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val") if cfg.data.val_fraction > 0 else None
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
-        ddp_model.train()
-        loss_sum = n_train = 0.0
-        for batch in train_shard.iter_torch_batches(batch_size=cfg.batch_size, device=device):
-            losses = model.loss(ddp_model(batch["pixel_values"]), batch)
-            optimizer.zero_grad()
-            losses["loss"].backward()
-            optimizer.step()
-            loss_sum += losses["loss"].item() * len(batch["label"])
-            n_train += len(batch["label"])
-        ddp_model.eval()
-        val = [0.0] * 5  # loss sum, images, pixel TP, FP, FN
-        with torch.no_grad():
-            for batch in val_shard.iter_torch_batches(batch_size=cfg.batch_size, device=device):
-                out = model(batch["pixel_values"])
-                valid, truth, guess = batch["mask"] != 255, batch["mask"] == 1, out["mask"] > 0
-                val[0] += model.loss(out, batch)["loss"].item() * len(batch["label"])
-                val[1] += len(batch["label"])
-                val[2] += float((truth & guess).sum())
-                val[3] += float((~truth & guess & valid).sum())
-                val[4] += float((truth & ~guess).sum())
-        loss_sum, n_train, *val = _all_reduce([loss_sum, n_train, *val], device)
-        metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_train, 1),
-                   "val_loss": val[0] / max(val[1], 1), "val_pixel_iou": val[2] / max(val[2] + val[3] + val[4], 1),
-                   "epoch_seconds": time.time() - t0}
+        train_sums = _train_epoch(model, ddp_model, optimizer, train_shard, cfg.batch_size, device)
+        val_sums = _validate(model, val_shard, cfg.batch_size, device)
+        loss_sum, n_train, val_loss, n_val, tp, fp, fn = _all_reduce(train_sums + val_sums, device)
+        metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_train, 1), "val_loss": val_loss / max(n_val, 1),
+                   "val_pixel_iou": tp / max(tp + fp + fn, 1), "epoch_seconds": time.time() - t0}
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if context.get_world_rank() == 0:
@@ -133,6 +147,11 @@ def train(shards: list[str], out: str | Path, cfg: TrainConfig, workers: int = 1
 
     ``cpus_per_worker`` defaults to what leaves one CPU of the cluster to Ray Data (a pool that takes
     every CPU starves the read tasks and hangs). ``keep_checkpoints=None`` keeps every epoch's."""
+    counts = split_counts(shards, cfg.data)
+    if not counts["train"] or (cfg.data.val_fraction > 0 and not counts["val"]):
+        raise ValueError(f"{shards}: accepted rows per split {counts} (split by source, val_fraction "
+                         f"{cfg.data.val_fraction}); both splits need accepted rows — use more source images "
+                         "or change --val-fraction")
     if not ray.is_initialized():
         ray.init()
     if cpus_per_worker is None:
@@ -141,11 +160,13 @@ def train(shards: list[str], out: str | Path, cfg: TrainConfig, workers: int = 1
     out.mkdir(parents=True, exist_ok=True)
     storage = Path(storage) if storage else out / "ray"
     storage.mkdir(parents=True, exist_ok=True)
+    datasets = {"train": ray_dataset(shards, "train", True, cfg.model.image_size, cfg.data)}
+    if cfg.data.val_fraction > 0:
+        datasets["val"] = ray_dataset(shards, "val", False, cfg.model.image_size, cfg.data)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=asdict(cfg),
-        datasets={"train": ray_dataset(shards, "train", True, cfg.model.image_size, cfg.data),
-                  "val": ray_dataset(shards, "val", False, cfg.model.image_size, cfg.data)},
+        datasets=datasets,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus_per_worker}),
         run_config=RunConfig(storage_path=str(storage.resolve()), name=_run_name(storage, resume),

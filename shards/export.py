@@ -8,13 +8,15 @@ records, image paths relative to ``EXPORT``, which is LLaMA-Factory's default me
 and ``EXPORT/dataset_info.json``. The assistant answers with a JSON list of the artifacts in
 Qwen2.5-VL's grounding convention — ``{"bbox_2d": [x1, y1, x2, y2], "label": ...}`` in absolute
 pixels of the image as stored — each with its local explanation, followed by the global
-explanation; a real photo is answered "no artifacts".
+explanation; a real photo is answered "no artifacts". ``parse_answer`` takes such a reply apart
+again (for scoring a fine-tuned model's answers, ``detector.vlm_eval``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -49,6 +51,40 @@ def answer(sample: Sample, width: int, height: int) -> str:
              for a in sample.artifacts if a.accepted and len(a.bbox) == 4]
     text = "```json\n" + json.dumps(items, indent=2, ensure_ascii=False) + "\n```"
     return f"{text}\n{sample.global_explanation}".strip()
+
+
+@dataclass
+class ParsedAnswer:
+    """A reply in ``answer``'s format, taken apart; ``valid`` is False when its JSON block does not parse."""
+
+    boxes: list[list[int]]
+    labels: list[str]
+    explanations: list[str]
+    global_explanation: str
+    valid: bool = True
+
+    @property
+    def has_artifacts(self) -> bool:
+        return bool(self.boxes)
+
+
+def parse_answer(text: str) -> ParsedAnswer:
+    """The inverse of ``answer`` for a model's reply: a ```json``` list of ``{"bbox_2d", "label",
+    "explanation"}`` then the global explanation. A reply without the block (e.g. ``NO_ARTIFACTS``)
+    has no boxes; a block that is not a list of such objects makes the reply invalid (no boxes)."""
+    match = re.search(r"```json\s*(.*?)\s*```", text, re.S)
+    if not match:
+        return ParsedAnswer([], [], [], "" if text.strip() == NO_ARTIFACTS else text.strip())
+    rest = (text[:match.start()] + text[match.end():]).strip()
+    try:
+        items = json.loads(match.group(1))
+        boxes = [[int(round(float(v))) for v in item["bbox_2d"]] for item in items]
+        if any(len(b) != 4 for b in boxes):
+            raise ValueError("bbox_2d needs 4 numbers")
+        return ParsedAnswer(boxes, [str(item.get("label", "")) for item in items],
+                            [str(item.get("explanation", "")) for item in items], rest)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return ParsedAnswer([], [], [], rest, valid=False)
 
 
 def _record(image_path: str, reply: str) -> dict:

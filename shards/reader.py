@@ -86,9 +86,9 @@ def iter_samples(path: ShardPaths) -> Iterator[Sample]:
                 yield from table_to_samples(shard.read_row_group(i))
 
 
-def read_table(path: ShardPaths) -> pa.Table:
-    """All shards under ``path`` as one table (schema metadata kept)."""
-    tables = [pq.read_table(file, filesystem=fs) for fs, file in _shard_files(path)]
+def read_table(path: ShardPaths, columns: list[str] | None = None) -> pa.Table:
+    """All shards under ``path`` as one table (schema metadata kept), optionally only ``columns``."""
+    tables = [pq.read_table(file, filesystem=fs, columns=columns) for fs, file in _shard_files(path)]
     if not tables:
         raise FileNotFoundError(f"no Parquet shards under {path}")
     return pa.concat_tables(tables)

@@ -18,6 +18,8 @@ from detector import eval as detector_eval
 from detector.data import DataConfig, augment, iter_examples, split_of
 from detector.model import (ArtifactDetector, BackboneNotFoundError, DetectorConfig, attention_alignment_loss,
                             load_detector, save_detector)
+from detector.metrics import box_f1, mask_to_boxes, pixel_per_image, pixel_pooled
+from detector.predict import infer
 from detector.predict import main as predict_main
 from detector.train import STATE_FILE
 from detector.train import main as train_main
@@ -166,16 +168,40 @@ def test_trained_detector_beats_trivial_predictors_on_held_out_sources(trained, 
                for name, margin in MARGIN.items())
 
 
+@pytest.mark.slow
+def test_streamed_evaluation_equals_metrics_on_materialised_predictions(trained, factory_shards):
+    examples = list(iter_examples(factory_shards, "val", DATA))
+    predictions = infer(load_detector(trained["out"]), [e.image for e in examples])
+    masks, truth = [p.probability > 0.5 for p in predictions], [e.mask for e in examples]
+    expected = {**pixel_pooled(masks, truth), **pixel_per_image(masks, truth),
+                **box_f1([mask_to_boxes(m) for m in masks], [e.boxes for e in examples])}
+    for batch_size in (3, 64):
+        got = detector_eval.evaluate(factory_shards, trained["out"], "val", DATA, batch_size=batch_size)["model"]
+        assert {k: got[k] for k in expected} == pytest.approx(expected, abs=1e-9)
+
+
+def test_training_refuses_a_split_without_accepted_rows(factory_shards, tmp_path):
+    with pytest.raises(ValueError, match="both splits need accepted rows"):
+        train_main(["--shards", str(factory_shards), "--out", str(tmp_path), "--val-fraction", "1e-12"])
+
+
 # ------------------------------------------------------------------------------------------ predict
 @pytest.mark.slow
 def test_predict_writes_mask_overlay_and_boxes(trained, factory_shards, tmp_path):
     example = next(e for e in iter_examples(factory_shards, "val", DATA) if e.label == 1)
-    image_path = tmp_path / "photo.png"
-    example.image.save(image_path)
-    predict_main([str(image_path), "--checkpoint", str(trained["out"]), "--out", str(tmp_path / "pred")])
-    record = json.loads((tmp_path / "pred" / "photo.json").read_text())
-    mask = np.asarray(Image.open(tmp_path / "pred" / "photo_mask.png"))
-    assert mask.shape == example.mask.shape and set(np.unique(mask)) <= {0, 255}
-    assert Image.open(tmp_path / "pred" / "photo_overlay.png").size == example.image.size
-    assert 0.0 <= record["score"] <= 1.0 and set(record["types"]) == {"add", "remove", "distort", "fuse"}
-    assert all(0 <= x0 < x1 <= mask.shape[1] and 0 <= y0 < y1 <= mask.shape[0] for x0, y0, x1, y1 in record["boxes"])
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    example.image.save(tmp_path / "a" / "photo.png")
+    example.image.save(tmp_path / "b" / "photo.png")  # the same stem twice: outputs photo and photo-2
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    inputs = [tmp_path / "a" / "photo.png", tmp_path / "broken.png", tmp_path / "b" / "photo.png"]
+    status = predict_main([*map(str, inputs), "--checkpoint", str(trained["out"]), "--out", str(tmp_path / "pred")])
+    assert status == 1  # one unreadable input; the others are still predicted
+    for name in ("photo", "photo-2"):
+        record = json.loads((tmp_path / "pred" / f"{name}.json").read_text())
+        mask = np.asarray(Image.open(tmp_path / "pred" / f"{name}_mask.png"))
+        assert mask.shape == example.mask.shape and set(np.unique(mask)) <= {0, 255}
+        assert Image.open(tmp_path / "pred" / f"{name}_overlay.png").size == example.image.size
+        assert 0.0 <= record["score"] <= 1.0 and set(record["types"]) == {"add", "remove", "distort", "fuse"}
+        assert all(0 <= x0 < x1 <= mask.shape[1] and 0 <= y0 < y1 <= mask.shape[0]
+                   for x0, y0, x1, y1 in record["boxes"])
+    assert not list((tmp_path / "pred").glob("broken*"))
