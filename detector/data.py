@@ -1,8 +1,9 @@
 """Shards → detector examples: positives, negatives, a leak-free split and shortcut-removing augmentation.
 
 Every accepted row gives two examples: its artifact ``image`` with the mask binarised (k > 0 → 1,
-255 kept as ignore) and its ``real_image`` with an all-zero mask. The held-out split is decided
-by a hash of ``source_id``, so a real photo and its artifact versions always land on the same side.
+255 kept as ignore) and its ``real_image`` with an all-zero mask. The held-out split is
+``shards.split``'s hash of ``source_id``, so a real photo and its artifact versions always land on
+the same side.
 Both classes get the same augmentation (random JPEG re-encode, random resized crop, horizontal
 flip; masks follow with nearest-neighbour resampling), so file format and resampling traces are
 no shortcut. Training reads shards with Ray Data; evaluation iterates them in plain Python.
@@ -10,7 +11,6 @@ no shortcut. Training reads shards with Ray Data; evaluation iterates them in pl
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass
 from functools import partial
@@ -25,6 +25,7 @@ from detector.model import ARTIFACT_TYPES, IGNORE
 from shards.images import decode_image, decode_mask
 from shards.reader import iter_samples, read_table, shard_files, table_to_samples
 from shards.record import Sample
+from shards.split import DEFAULT_SALT, DEFAULT_VAL_FRACTION, split_of
 
 Split = Literal["train", "val", "all"]
 
@@ -33,8 +34,8 @@ Split = Literal["train", "val", "all"]
 class DataConfig:
     """Split and augmentation; the input size is the model's (``DetectorConfig.image_size``)."""
 
-    val_fraction: float = 0.2
-    split_salt: str = "flawforge"
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    split_salt: str = DEFAULT_SALT
     jpeg_prob: float = 0.5
     jpeg_quality: tuple[int, int] = (60, 95)
     crop_scale: tuple[float, float] = (0.6, 1.0)  # area fraction of the random resized crop
@@ -50,12 +51,6 @@ class Example:
     label: int  # 1 artifact image, 0 real photo
     types: np.ndarray  # (len(ARTIFACT_TYPES),) float32 multi-hot of accepted artifacts' tools
     boxes: list[list[int]]  # accepted artifacts' [x0, y0, x1, y1]
-
-
-def split_of(source_id: str, val_fraction: float, salt: str = "flawforge") -> Literal["train", "val"]:
-    """Deterministic split by source: a hash of ``source_id`` mapped to [0, 1)."""
-    digest = hashlib.sha256(f"{salt}\x00{source_id}".encode()).digest()
-    return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
 
 
 def examples_from_sample(sample: Sample) -> list[Example]:

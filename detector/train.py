@@ -32,6 +32,9 @@ from detector.model import (CONFIG_FILE, IGNORE, WEIGHTS_FILE, ArtifactDetector,
                             save_detector)
 
 STATE_FILE, OPTIMIZER_FILE = "train_state.json", "optimizer.pt"
+# CLI defaults by backbone kind: random tiny backbones learn fast at a small size; pretrained ones are
+# fine-tuned gently at 448² (a multiple of 14 for DINOv2 patches and of 32 for Swin / ConvNeXt strides).
+CLI_DEFAULTS = {"tiny": {"image_size": 64, "lr": 3e-3}, "pretrained": {"image_size": 448, "lr": 1e-4}}
 
 
 @dataclass
@@ -185,24 +188,25 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--shards", nargs="+", required=True, help="shard files or run directories")
     parser.add_argument("--out", required=True, help="directory for the exported detector")
     parser.add_argument("--backbone", default="tiny", help="tiny | tiny-vit | a local backbone path or cached HF id")
-    parser.add_argument("--image-size", type=int, default=DetectorConfig.image_size)
+    parser.add_argument("--image-size", type=int, default=None, help="input side (default 64 tiny, 448 pretrained)")
     parser.add_argument("--align-weight", type=float, default=0.0, help="attention alignment (ViT backbones)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--gpus", action="store_true", help="one GPU per worker")
     parser.add_argument("--cpus-per-worker", type=float, default=None)
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--lr", type=float, default=None, help="AdamW rate (default 3e-3 tiny, 1e-4 pretrained)")
     parser.add_argument("--val-fraction", type=float, default=DataConfig.val_fraction)
     parser.add_argument("--storage", default=None, help="Ray Train storage path (default OUT/ray)")
     parser.add_argument("--resume", action="store_true", help="continue the newest run under --storage")
     parser.add_argument("--keep-checkpoints", type=int, default=3, help="newest epochs kept; 0 keeps every one")
     args = parser.parse_args(argv)
     tiny = args.backbone in ("tiny", "tiny-vit")
+    defaults = CLI_DEFAULTS["tiny" if tiny else "pretrained"]
     model = DetectorConfig(backbone=args.backbone if tiny else "pretrained", path=None if tiny else args.backbone,
-                           image_size=args.image_size, align_weight=args.align_weight)
-    cfg = TrainConfig(model=model, data=DataConfig(val_fraction=args.val_fraction),
-                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+                           image_size=args.image_size or defaults["image_size"], align_weight=args.align_weight)
+    cfg = TrainConfig(model=model, data=DataConfig(val_fraction=args.val_fraction), epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr or defaults["lr"])
     result = train(args.shards, args.out, cfg, workers=args.workers, use_gpu=args.gpus,
                    cpus_per_worker=args.cpus_per_worker, storage=args.storage, resume=args.resume,
                    keep_checkpoints=args.keep_checkpoints or None)

@@ -2,7 +2,8 @@
 
 ``record`` (the Sample), ``images`` (PNG codec), ``schema`` (Arrow schema + ``datasets``
 features), ``writer`` (atomic shard writes), ``reader`` (shards back to Samples), ``card``
-(the run's ``README.md``), ``export`` (LLaMA-Factory / ShareGPT conversations for VLM fine-tuning).
+(the run's ``README.md``), ``split`` (the held-out split by source image), ``export``
+(LLaMA-Factory / ShareGPT conversations for VLM fine-tuning).
 """
 
 from shards.card import write_dataset_card

@@ -3,9 +3,12 @@
 ``python -m shards.export --format llamafactory --shards DIR [DIR ...] --out EXPORT``
 
 Writes ``EXPORT/images/*.png`` (every accepted row's artifact image, and its real photo once per
-source as a negative), ``EXPORT/flawforge.json`` (a list of ``{"messages": [...], "images": [...]}``
-records, image paths relative to ``EXPORT``, which is LLaMA-Factory's default media directory)
-and ``EXPORT/dataset_info.json``. The assistant answers with a JSON list of the artifacts in
+source as a negative), ``EXPORT/flawforge_train.json`` and ``EXPORT/flawforge_val.json`` (lists of
+``{"messages": [...], "images": [...]}`` records, image paths relative to ``EXPORT``, which is
+LLaMA-Factory's default media directory) and ``EXPORT/dataset_info.json`` naming them
+``flawforge_train`` / ``flawforge_val``. The split is ``shards.split``'s, by source image, with the
+same ``--val-fraction`` as the detector's: fine-tune on ``flawforge_train``, predict on
+``flawforge_val``, score with ``detector.vlm_eval``. The assistant answers with a JSON list of the artifacts in
 Qwen2.5-VL's grounding convention — ``{"bbox_2d": [x1, y1, x2, y2], "label": ...}`` in absolute
 pixels of the image as stored — each with its local explanation, followed by the global
 explanation; a real photo is answered "no artifacts". ``parse_answer`` takes such a reply apart
@@ -17,26 +20,34 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from shards.images import decode_image
 from shards.reader import iter_samples
 from shards.record import Artifact, Sample
+from shards.split import DEFAULT_VAL_FRACTION, split_of
 
-DATASET_NAME = "flawforge_artifacts"
-DATA_FILE = "flawforge.json"
+SPLITS = ("train", "val")
 QUESTION = ("<image>Does this image contain structural artifacts (extra, missing, distorted or fused parts)? "
             "Locate each one with a bounding box and explain it.")
 NO_ARTIFACTS = "No artifacts: every object and part in this image is structurally plausible."
+
+
+def dataset_name(split: str) -> str:
+    return f"flawforge_{split}"
+
+
+def data_file(split: str) -> str:
+    return f"flawforge_{split}.json"
 
 
 @dataclass
 class ExportStats:
     artifact_images: int = 0
     real_images: int = 0
-    records: int = 0
+    records: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
 
 
 def _box(artifact: Artifact, width: int, height: int) -> list[int]:
@@ -93,36 +104,40 @@ def _record(image_path: str, reply: str) -> dict:
 
 
 def dataset_info() -> dict:
-    """LLaMA-Factory's ``dataset_info.json`` entry for the exported file (ShareGPT formatting)."""
-    return {DATASET_NAME: {
-        "file_name": DATA_FILE,
+    """LLaMA-Factory's ``dataset_info.json`` entries for the exported files (ShareGPT formatting)."""
+    return {dataset_name(split): {
+        "file_name": data_file(split),
         "formatting": "sharegpt",
         "columns": {"messages": "messages", "images": "images"},
         "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
-    }}
+    } for split in SPLITS}
 
 
-def export_llamafactory(shards: str | Path | Sequence[str | Path], out: str | Path) -> ExportStats:
-    """Write the images, the conversations and ``dataset_info.json`` under ``out``."""
+def export_llamafactory(shards: str | Path | Sequence[str | Path], out: str | Path,
+                        val_fraction: float = DEFAULT_VAL_FRACTION) -> ExportStats:
+    """Write the images, the train / val conversations and ``dataset_info.json`` under ``out``."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    records, stats, seen_real = [], ExportStats(), set()
+    records: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    stats, seen_real = ExportStats(), set()
     for sample in iter_samples(shards):
         if sample.status != "accepted" or not sample.image:
             continue
+        split = records[split_of(sample.source_id, val_fraction)]
         image = decode_image(sample.image)
         rel = f"images/{sample.sample_id}.png"
         (out / rel).write_bytes(sample.image)
-        records.append(_record(rel, answer(sample, image.width, image.height)))
+        split.append(_record(rel, answer(sample, image.width, image.height)))
         stats.artifact_images += 1
         if sample.real_image and sample.source_id not in seen_real:
             seen_real.add(sample.source_id)
             rel = f"images/{sample.sample_id}_real.png"
             (out / rel).write_bytes(sample.real_image)
-            records.append(_record(rel, NO_ARTIFACTS))
+            split.append(_record(rel, NO_ARTIFACTS))
             stats.real_images += 1
-    stats.records = len(records)
-    (out / DATA_FILE).write_text(json.dumps(records, indent=2, ensure_ascii=False))
+    for name, rows in records.items():
+        (out / data_file(name)).write_text(json.dumps(rows, indent=2, ensure_ascii=False))
+        stats.records[name] = len(rows)
     (out / "dataset_info.json").write_text(json.dumps(dataset_info(), indent=2))
     return stats
 
@@ -132,8 +147,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--format", choices=["llamafactory"], required=True)
     parser.add_argument("--shards", nargs="+", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
+                        help="share of source images held out (same split as detector.train's)")
     args = parser.parse_args(argv)
-    stats = export_llamafactory(args.shards, args.out)
+    stats = export_llamafactory(args.shards, args.out, args.val_fraction)
     print(json.dumps({"out": args.out, **stats.__dict__}))
 
 

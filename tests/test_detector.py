@@ -12,10 +12,10 @@ import pytest
 import ray
 import torch
 from PIL import Image
-from transformers import AutoBackbone, ConvNextConfig, Dinov2Config
+from transformers import AutoBackbone, ConvNextConfig, Dinov2Config, SwinConfig
 
 from detector import eval as detector_eval
-from detector.data import DataConfig, augment, iter_examples, split_of
+from detector.data import DataConfig, augment, iter_examples
 from detector.model import (ArtifactDetector, BackboneNotFoundError, DetectorConfig, attention_alignment_loss,
                             load_detector, save_detector)
 from detector.metrics import box_f1, mask_to_boxes, pixel_per_image, pixel_pooled
@@ -23,6 +23,7 @@ from detector.predict import infer
 from detector.predict import main as predict_main
 from detector.train import STATE_FILE
 from detector.train import main as train_main
+from shards.split import split_of
 
 DATA = DataConfig(val_fraction=0.3)
 EPOCHS = 15
@@ -106,6 +107,7 @@ def test_model_outputs_losses_and_round_trip(backbone, tmp_path):
 
 @pytest.mark.parametrize("config", [
     ConvNextConfig(hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1]),
+    SwinConfig(embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=2, image_size=64),
     Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=8,
                  image_size=64),
 ])

@@ -1,5 +1,6 @@
 """LLaMA-Factory export of a real tiny-preset run: every image path exists, every box lies inside its
-image, real photos come once per source as negatives, and the JSON loads with ``datasets``."""
+image, real photos come once per source as negatives, train / val split by source, and both files
+load with the ``datasets`` JSON loader."""
 
 import json
 import re
@@ -7,37 +8,46 @@ import re
 from datasets import load_dataset
 from PIL import Image
 
-from shards.export import DATA_FILE, DATASET_NAME, NO_ARTIFACTS, main
+from shards.export import NO_ARTIFACTS, SPLITS, data_file, dataset_name, main
 from shards.reader import iter_samples
+from shards.split import split_of
+
+VAL_FRACTION = 0.3
 
 
 def test_llamafactory_export(factory_shards, tmp_path):
     out = tmp_path / "export"
-    main(["--format", "llamafactory", "--shards", str(factory_shards), "--out", str(out)])
+    main(["--format", "llamafactory", "--shards", str(factory_shards), "--out", str(out),
+          "--val-fraction", str(VAL_FRACTION)])
     accepted = [s for s in iter_samples(factory_shards) if s.status == "accepted"]
-
-    info = json.loads((out / "dataset_info.json").read_text())[DATASET_NAME]
-    assert info["formatting"] == "sharegpt" and info["columns"] == {"messages": "messages", "images": "images"}
-    assert info["tags"] == {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                            "assistant_tag": "assistant"}
-    records = json.loads((out / info["file_name"]).read_text())
-    negatives = [r for r in records if r["messages"][1]["content"] == NO_ARTIFACTS]
-    positives = [r for r in records if r not in negatives]
-    assert len(positives) == len(accepted)
-    assert len(negatives) == len({s.source_id for s in accepted})  # one real photo per source
-    for record in records:
-        user, assistant = record["messages"]
-        assert (user["role"], assistant["role"]) == ("user", "assistant")
-        assert user["content"].count("<image>") == len(record["images"]) == 1
-        assert not record["images"][0].startswith("/")
-        image = Image.open(out / record["images"][0])  # every path exists and decodes
-        if record in negatives:
-            continue
-        boxes = json.loads(re.search(r"```json\n(.*)\n```", assistant["content"], re.S).group(1))
-        assert boxes and all(b["explanation"] and b["label"] for b in boxes)
-        for b in boxes:
-            x0, y0, x1, y1 = b["bbox_2d"]
-            assert 0 <= x0 < x1 <= image.width and 0 <= y0 < y1 <= image.height
-
-    loaded = load_dataset("json", data_files=str(out / DATA_FILE), split="train")
-    assert loaded.num_rows == len(records) and loaded.column_names == ["messages", "images"]
+    info = json.loads((out / "dataset_info.json").read_text())
+    assert set(info) == {dataset_name(split) for split in SPLITS}
+    images_by_split = {}
+    for split in SPLITS:
+        entry = info[dataset_name(split)]
+        assert entry["file_name"] == data_file(split) and entry["formatting"] == "sharegpt"
+        assert entry["columns"] == {"messages": "messages", "images": "images"}
+        assert entry["tags"] == {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                                 "assistant_tag": "assistant"}
+        records = json.loads((out / entry["file_name"]).read_text())
+        rows = [s for s in accepted if split_of(s.source_id, VAL_FRACTION) == split]
+        negatives = [r for r in records if r["messages"][1]["content"] == NO_ARTIFACTS]
+        assert len(records) - len(negatives) == len(rows) > 0
+        assert len(negatives) == len({s.source_id for s in rows})  # one real photo per source
+        images_by_split[split] = {r["images"][0] for r in records}
+        for record in records:
+            user, assistant = record["messages"]
+            assert (user["role"], assistant["role"]) == ("user", "assistant")
+            assert user["content"].count("<image>") == len(record["images"]) == 1
+            assert not record["images"][0].startswith("/")
+            image = Image.open(out / record["images"][0])  # every path exists and decodes
+            if record in negatives:
+                continue
+            boxes = json.loads(re.search(r"```json\n(.*)\n```", assistant["content"], re.S).group(1))
+            assert boxes and all(b["explanation"] and b["label"] for b in boxes)
+            for b in boxes:
+                x0, y0, x1, y1 = b["bbox_2d"]
+                assert 0 <= x0 < x1 <= image.width and 0 <= y0 < y1 <= image.height
+        loaded = load_dataset("json", data_files=str(out / entry["file_name"]), split="train")
+        assert loaded.num_rows == len(records) and loaded.column_names == ["messages", "images"]
+    assert not images_by_split["train"] & images_by_split["val"]

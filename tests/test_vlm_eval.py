@@ -9,7 +9,8 @@ import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
 from detector.vlm_eval import ReplyPair, SentenceEmbedder, main, read_predictions, score
-from shards.export import NO_ARTIFACTS, main as export_main, parse_answer
+from shards.export import NO_ARTIFACTS, data_file, parse_answer
+from shards.export import main as export_main
 
 
 def _reply(boxes: list[list[int]], explanations: list[str], global_explanation: str) -> str:
@@ -80,7 +81,7 @@ def test_embedding_cosine_is_mean_pooled_and_normalised(tiny_encoder):
 
 def test_a_perfect_model_on_the_factory_export_scores_one(factory_shards, tmp_path):
     export_main(["--format", "llamafactory", "--shards", str(factory_shards), "--out", str(tmp_path / "export")])
-    records = json.loads((tmp_path / "export" / "flawforge.json").read_text())
+    records = json.loads((tmp_path / "export" / data_file("val")).read_text())
     lines = [json.dumps({"prompt": r["messages"][0]["content"], "predict": r["messages"][1]["content"],
                          "label": r["messages"][1]["content"]}) for r in records]
     (tmp_path / "generated_predictions.jsonl").write_text("\n".join(lines))
