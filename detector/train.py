@@ -3,8 +3,9 @@
 ``python -m detector.train --shards DIR [DIR ...] --out CKPT [--backbone tiny|tiny-vit|PATH]
 [--workers K] [--gpus] [--epochs E] [--batch-size B] [--lr LR] [--resume]``
 
-Every epoch each rank reports its metrics; rank 0 also hands over a checkpoint (detector
-safetensors + config, optimizer state, epoch). Runs live under ``--storage`` (default
+Every epoch each rank reports its metrics (train / val loss, val pixel IoU, all-reduced over
+ranks); rank 0 prints them and hands over a checkpoint (detector safetensors + config, optimizer
+state, epoch and metrics). Runs live under ``--storage`` (default
 ``CKPT/ray``), one directory per run; ``--resume`` reopens the newest one, Ray Train restores its
 latest checkpoint and the epoch counter continues from it. The final model is exported to ``--out``.
 """
@@ -32,6 +33,7 @@ from detector.model import (CONFIG_FILE, IGNORE, WEIGHTS_FILE, ArtifactDetector,
                             save_detector)
 
 STATE_FILE, OPTIMIZER_FILE = "train_state.json", "optimizer.pt"
+RESUME_FIXED = ("backbone", "path", "image_size", "num_types", "decoder_dim")  # what a resumed run cannot change
 # CLI defaults by backbone kind: random tiny backbones learn fast at a small size; pretrained ones are
 # fine-tuned gently at 448² (a multiple of 14 for DINOv2 patches and of 32 for Swin / ConvNeXt strides).
 CLI_DEFAULTS = {"tiny": {"image_size": 64, "lr": 3e-3}, "pretrained": {"image_size": 448, "lr": 1e-4}}
@@ -61,7 +63,12 @@ def _restore(model: ArtifactDetector, optimizer: torch.optim.Optimizer) -> int:
     if checkpoint is None:
         return 0
     with checkpoint.as_directory() as d:
-        model.load_state_dict(load_detector(d).state_dict())
+        saved = load_detector(d)
+        changed = {k: (v, getattr(model.cfg, k)) for k, v in asdict(saved.cfg).items()
+                   if k in RESUME_FIXED and v != getattr(model.cfg, k)}
+        if changed:
+            raise ValueError(f"--resume: the run's model differs from this call's (saved, asked): {changed}")
+        model.load_state_dict(saved.state_dict())
         optimizer.load_state_dict(torch.load(Path(d) / OPTIMIZER_FILE, weights_only=True))
         return json.loads((Path(d) / STATE_FILE).read_text())["epoch"] + 1
 
@@ -127,9 +134,10 @@ def train_loop_per_worker(raw_config: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if context.get_world_rank() == 0:
+                print(f"[detector.train] {json.dumps(metrics)}", flush=True)
                 save_detector(model, tmp)
                 torch.save(optimizer.state_dict(), Path(tmp) / OPTIMIZER_FILE)
-                (Path(tmp) / STATE_FILE).write_text(json.dumps({"epoch": epoch}))
+                (Path(tmp) / STATE_FILE).write_text(json.dumps({"epoch": epoch, "metrics": metrics}))
                 checkpoint = Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
 

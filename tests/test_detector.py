@@ -151,6 +151,13 @@ def test_ray_train_reports_checkpoints_and_resumes(trained):
 
 
 @pytest.mark.slow
+def test_resume_refuses_a_different_model(trained, factory_shards):
+    with pytest.raises(Exception, match="--resume: the run's model differs .*'image_size': \\(64, 96\\)"):
+        train_main(["--shards", str(factory_shards), "--out", str(trained["out"]), *TRAIN_ARGS,
+                    "--epochs", str(EPOCHS + 1), "--resume", "--image-size", "96"])
+
+
+@pytest.mark.slow
 def test_trained_detector_beats_trivial_predictors_on_held_out_sources(trained, factory_shards, tmp_path):
     out = tmp_path / "metrics.json"
     detector_eval.main(["--shards", str(factory_shards), "--checkpoint", str(trained["out"]), "--out", str(out),
