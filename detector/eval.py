@@ -107,6 +107,13 @@ def evaluate(shards: str | Path | list[str | Path], checkpoint: str | Path, spli
     }
 
 
+def write_report(metrics: dict, path: str | Path) -> None:
+    """Write ``metrics`` as indented JSON to ``path`` (parents created) and print it."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(metrics, indent=2))
+    print(json.dumps(metrics, indent=2))
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shards", nargs="+", required=True, help="shard files or run directories")
@@ -121,9 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     metrics = evaluate(args.shards, args.checkpoint, args.split, DataConfig(val_fraction=args.val_fraction),
                        args.threshold, batch_size=args.batch_size, device=args.device)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(metrics, indent=2))
-    print(json.dumps(metrics, indent=2))
+    write_report(metrics, args.out)
     return metrics
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from detector.eval import write_report
 from detector.metrics import box_f1, greedy_match, image_level, rouge_l
 from shards.export import ParsedAnswer, parse_answer
 
@@ -123,9 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     embedder = SentenceEmbedder(args.embedding_model, args.device) if args.embedding_model else None
     metrics = score(read_predictions(args.predictions), embedder)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(metrics, indent=2))
-    print(json.dumps(metrics, indent=2))
+    write_report(metrics, args.out)
     return metrics
 
 
