@@ -117,8 +117,12 @@ def test_pretrained_backbone_loads_from_a_local_path(config, tmp_path):
     model = ArtifactDetector(DetectorConfig(backbone="pretrained", path=str(tmp_path / "backbone"))).eval()
     saved, loaded = original.state_dict(), model.backbone.state_dict()
     assert all(torch.equal(loaded[k], p) for k, p in saved.items())  # (new per-stage norms start fresh)
-    assert model(torch.rand(1, 3, 64, 64))["mask"].shape == (1, 64, 64)
+    pixels = torch.rand(1, 3, 64, 64)
+    assert model(pixels)["mask"].shape == (1, 64, 64)
     assert model.exposes_attention == (config.model_type == "dinov2")
+    save_detector(model, tmp_path / "detector")  # self-contained: loads without the backbone folder
+    (tmp_path / "backbone" / "config.json").unlink()
+    assert torch.equal(load_detector(tmp_path / "detector")(pixels)["mask"], model(pixels)["mask"])
 
 
 def test_missing_pretrained_backbone_names_it_and_the_fetch_command(tmp_path):
