@@ -24,9 +24,8 @@ from agents import prompts
 from agents.synthesis import decode_rle
 from agents.vlm.base import VLMRequest
 from shards.images import decode_array, encode_png
+from shards.record import MASK_IGNORE as IGNORE
 from shards.record import Sample
-
-IGNORE = 255
 
 
 def region_bbox(mask: np.ndarray, margin: float) -> tuple[int, int, int, int]:

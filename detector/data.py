@@ -4,14 +4,13 @@ Every accepted row gives two examples: its artifact ``image`` with the mask bina
 255 kept as ignore) and its ``real_image`` with an all-zero mask. The held-out split is
 ``shards.split``'s hash of ``source_id``, so a real photo and its artifact versions always land on
 the same side.
-Both classes get the same augmentation (random JPEG re-encode, random resized crop, horizontal
-flip; masks follow with nearest-neighbour resampling), so file format and resampling traces are
-no shortcut. Training reads shards with Ray Data; evaluation iterates them in plain Python.
+Both classes get the same torchvision augmentation (random JPEG re-encode, random resized crop,
+horizontal flip; masks follow with nearest-neighbour resampling), so file format and resampling
+traces are no shortcut. Training reads shards with Ray Data; evaluation iterates them in plain Python.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -19,11 +18,15 @@ from typing import Iterator, Literal, Sequence
 
 import numpy as np
 import pyarrow as pa
+import torch
 from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
-from detector.model import ARTIFACT_TYPES, IGNORE
 from shards.images import decode_image, decode_mask
 from shards.reader import iter_samples, read_table, shard_files, table_to_samples
+from shards.record import ARTIFACT_TOOLS as ARTIFACT_TYPES
+from shards.record import MASK_IGNORE as IGNORE
 from shards.record import Sample
 from shards.split import DEFAULT_SALT, DEFAULT_VAL_FRACTION, split_of
 
@@ -37,9 +40,10 @@ class DataConfig:
     val_fraction: float = DEFAULT_VAL_FRACTION
     split_salt: str = DEFAULT_SALT
     jpeg_prob: float = 0.5
-    jpeg_quality: tuple[int, int] = (60, 95)
+    jpeg_quality: tuple[int, int] = (60, 95)  # inclusive range
     crop_scale: tuple[float, float] = (0.6, 1.0)  # area fraction of the random resized crop
     flip_prob: float = 0.5
+    rows_per_map_batch: int = 16  # shard rows decoded and transformed per Ray Data map call
 
 
 @dataclass
@@ -64,7 +68,7 @@ def examples_from_sample(sample: Sample) -> list[Example]:
     real = decode_image(sample.real_image)
     return [
         Example(sample.sample_id, sample.source_id, decode_image(sample.image), mask, 1, types,
-                [list(a.bbox) for a in accepted]),
+                [list(a.bbox) for a in accepted if len(a.bbox) == 4]),
         Example(sample.sample_id, sample.source_id, real, np.zeros(mask.shape, np.uint8), 0,
                 np.zeros(len(ARTIFACT_TYPES), np.float32), []),
     ]
@@ -98,47 +102,50 @@ def iter_examples(paths: str | Path | Sequence[str | Path], split: Split, cfg: D
             yield ex
 
 
+def _transforms(size: int, augmentation: DataConfig | None) -> v2.Compose:
+    """torchvision v2 transforms to a ``size``² model input: with ``augmentation``, JPEG re-encode
+    (prob ``jpeg_prob``), random resized crop and horizontal flip; without, a plain resize. Image
+    resampling is bicubic; a ``tv_tensors.Mask`` follows every geometric step with nearest neighbour."""
+    if augmentation is None:
+        steps = [v2.Resize((size, size), interpolation=v2.InterpolationMode.BICUBIC, antialias=True)]
+    else:
+        steps = [v2.RandomApply([v2.JPEG(list(augmentation.jpeg_quality))], p=augmentation.jpeg_prob),
+                 v2.RandomResizedCrop(size, scale=tuple(augmentation.crop_scale),
+                                      interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+                 v2.RandomHorizontalFlip(augmentation.flip_prob)]
+    return v2.Compose([*steps, v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)])
+
+
+def transform(image: Image.Image, mask: np.ndarray, size: int, augmentation: DataConfig | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(image, mask) → ((3, S, S) float32 in [0, 1], (S, S) uint8), identical for both classes.
+    Augmentation draws from torch's global RNG."""
+    pixels, labels = _transforms(size, augmentation)(_image_tensor(image),
+                                                     tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask))))
+    return pixels.numpy(), labels.numpy()
+
+
 def to_pixels(image: Image.Image, size: int) -> np.ndarray:
-    """The model input for one image: RGB resized to ``size``² (bicubic) → (3, S, S) float32 in [0, 1]."""
-    return np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC), np.float32).transpose(2, 0, 1) / 255.0
+    """The model input for one image at inference: ``transform`` without augmentation, image only."""
+    return _transforms(size, None)(_image_tensor(image)).numpy()
 
 
-def resize(image: Image.Image, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Evaluation transform: ``to_pixels`` and the mask resized alike (nearest neighbour)."""
-    return to_pixels(image, size), np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST))
-
-
-def augment(image: Image.Image, mask: np.ndarray, size: int, cfg: DataConfig, rng: np.random.Generator
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Training transform, identical for both classes: JPEG re-encode (prob ``jpeg_prob``), random
-    resized crop to ``size``², horizontal flip; the mask is cropped/resized/flipped alike."""
-    if rng.random() < cfg.jpeg_prob:
-        buf = io.BytesIO()
-        image.save(buf, format="JPEG", quality=int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)))
-        image = decode_image(buf.getvalue())
-    w, h = image.size
-    area = w * h * rng.uniform(*cfg.crop_scale)
-    aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-    cw, ch = min(w, int(round(np.sqrt(area * aspect)))), min(h, int(round(np.sqrt(area / aspect))))
-    x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    image = image.crop((x0, y0, x0 + cw, y0 + ch))
-    mask = mask[y0:y0 + ch, x0:x0 + cw]
-    if rng.random() < cfg.flip_prob:
-        image, mask = image.transpose(Image.FLIP_LEFT_RIGHT), mask[:, ::-1].copy()
-    return resize(image, np.ascontiguousarray(mask), size)
+def _image_tensor(image: Image.Image) -> tv_tensors.Image:
+    return tv_tensors.Image(v2.functional.pil_to_tensor(image.convert("RGB")))
 
 
 def _batch_to_arrays(table: pa.Table, split: Split, train: bool, size: int, cfg: DataConfig
                      ) -> Iterator[dict[str, np.ndarray]]:
     """A Ray Data ``pyarrow`` batch of shard rows → stacked model inputs of its examples in ``split``
     (a generator, so a batch without any yields nothing)."""
-    rng = np.random.default_rng()  # fresh entropy: a new augmentation every epoch
+    if train:
+        torch.seed()  # fresh entropy: a Ray worker process starts from torch's fixed default seed
     pixels, masks, labels, types = [], [], [], []
     for sample in table_to_samples(table):
         if not _in_split(sample.source_id, split, cfg):
             continue
         for ex in examples_from_sample(sample):
-            x, m = augment(ex.image, ex.mask, size, cfg, rng) if train else resize(ex.image, ex.mask, size)
+            x, m = transform(ex.image, ex.mask, size, cfg if train else None)
             pixels.append(x), masks.append(m), labels.append(ex.label), types.append(ex.types)
     if pixels:
         yield {"pixel_values": np.stack(pixels), "mask": np.stack(masks), "label": np.asarray(labels, np.float32),
@@ -151,4 +158,5 @@ def ray_dataset(paths: str | Path | Sequence[str | Path], split: Split, train: b
     import ray.data
 
     return ray.data.read_parquet(shard_files(paths)).map_batches(
-        partial(_batch_to_arrays, split=split, train=train, size=size, cfg=cfg), batch_format="pyarrow", batch_size=16)
+        partial(_batch_to_arrays, split=split, train=train, size=size, cfg=cfg), batch_format="pyarrow",
+        batch_size=cfg.rows_per_map_batch)

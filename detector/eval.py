@@ -75,7 +75,7 @@ def evaluate(shards: str | Path | list[str | Path], checkpoint: str | Path, spli
     for batch in _batches(iter_examples(shards, split, data), batch_size):
         for ex, pred in zip(batch, infer(model, [ex.image for ex in batch])):
             truth.append(ex.label)
-            gt_boxes.append([b for b in ex.boxes if len(b) == 4])
+            gt_boxes.append(ex.boxes)
             shapes.append(ex.mask.shape)
             valid = ex.mask != IGNORE
             positives_negatives.append((int((ex.mask[valid] > 0).sum()), int((ex.mask[valid] == 0).sum())))

@@ -12,7 +12,7 @@ from typing import Iterable
 import numpy as np
 from scipy import ndimage
 
-IGNORE = 255
+from shards.record import MASK_IGNORE as IGNORE
 
 
 def _safe(num: float, den: float, empty: float = 0.0) -> float:

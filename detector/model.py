@@ -25,8 +25,9 @@ from torch import nn
 from transformers import AutoBackbone, AutoConfig, ConvNextConfig, Dinov2Config
 from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING
 
-ARTIFACT_TYPES = ("add", "remove", "distort", "fuse")
-IGNORE = 255
+from shards.record import ARTIFACT_TOOLS as ARTIFACT_TYPES
+from shards.record import MASK_IGNORE as IGNORE
+
 VIT_TYPES = ("dinov2", "dinov2_with_registers", "vit")  # CLS token first, attentions exposed
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 
@@ -181,8 +182,6 @@ def save_detector(model: ArtifactDetector, directory: str | Path) -> Path:
 def load_detector(directory: str | Path, device: str | torch.device = "cpu") -> ArtifactDetector:
     """Rebuild a detector saved by ``save_detector`` (no backbone download or local weights needed)."""
     directory = Path(directory)
-    raw = json.loads((directory / CONFIG_FILE).read_text())
-    raw["mean"], raw["std"] = tuple(raw["mean"]), tuple(raw["std"])
-    model = ArtifactDetector(DetectorConfig(**raw))
+    model = ArtifactDetector(DetectorConfig(**json.loads((directory / CONFIG_FILE).read_text())))
     model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
     return model.to(device).eval()

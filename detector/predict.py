@@ -22,7 +22,8 @@ from PIL import Image, ImageDraw, ImageOps
 
 from detector.data import to_pixels
 from detector.metrics import mask_to_boxes
-from detector.model import ARTIFACT_TYPES, ArtifactDetector, load_detector
+from detector.model import ArtifactDetector, load_detector
+from shards.record import ARTIFACT_TOOLS as ARTIFACT_TYPES
 
 
 @dataclass
@@ -33,24 +34,22 @@ class Prediction:
 
 
 @torch.no_grad()
-def infer(model: ArtifactDetector, images: list[Image.Image], batch_size: int = 16) -> list[Prediction]:
-    """Resize to the model's input size, run, and upsample the mask probabilities back to each image."""
+def infer(model: ArtifactDetector, images: list[Image.Image]) -> list[Prediction]:
+    """One batch: resize to the model's input size, run, and upsample the mask probabilities back to
+    each image's own size. Callers choose the batch size."""
     model.eval()
-    size = model.cfg.image_size
     device = next(model.parameters()).device
+    pixels = np.stack([to_pixels(im, model.cfg.image_size) for im in images])
+    result = model(torch.from_numpy(pixels).to(device))
     out: list[Prediction] = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        pixels = np.stack([to_pixels(im, size) for im in chunk])
-        result = model(torch.from_numpy(pixels).to(device))
-        for i, im in enumerate(chunk):
-            logits = F.interpolate(result["mask"][i][None, None], size=(im.height, im.width), mode="bilinear",
-                                   align_corners=False)
-            out.append(Prediction(
-                score=float(torch.sigmoid(result["image"][i])),
-                probability=torch.sigmoid(logits)[0, 0].cpu().numpy(),
-                types={t: float(p) for t, p in zip(ARTIFACT_TYPES, torch.sigmoid(result["types"][i]))},
-            ))
+    for i, im in enumerate(images):
+        logits = F.interpolate(result["mask"][i][None, None], size=(im.height, im.width), mode="bilinear",
+                               align_corners=False)
+        out.append(Prediction(
+            score=float(torch.sigmoid(result["image"][i])),
+            probability=torch.sigmoid(logits)[0, 0].cpu().numpy(),
+            types={t: float(p) for t, p in zip(ARTIFACT_TYPES, torch.sigmoid(result["types"][i]))},
+        ))
     return out
 
 
@@ -92,7 +91,7 @@ def predict_files(paths: list[str | Path], checkpoint: str | Path, out: str | Pa
                 loaded.append((path, load_image(path)))
             except ValueError as err:
                 records.append({"image": str(path), "error": str(err)})
-        for (path, image), pred in zip(loaded, infer(model, [im for _, im in loaded])):
+        for (path, image), pred in zip(loaded, infer(model, [im for _, im in loaded]) if loaded else []):
             stems[path.stem] = stems.get(path.stem, 0) + 1
             name = path.stem if stems[path.stem] == 1 else f"{path.stem}-{stems[path.stem]}"
             mask = pred.probability > threshold

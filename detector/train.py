@@ -51,10 +51,8 @@ class TrainConfig:
 
 
 def _to_config(raw: dict) -> TrainConfig:
-    model, data = dict(raw["model"]), dict(raw["data"])
-    model["mean"], model["std"] = tuple(model["mean"]), tuple(model["std"])
-    data["jpeg_quality"], data["crop_scale"] = tuple(data["jpeg_quality"]), tuple(data["crop_scale"])
-    return TrainConfig(**{**raw, "model": DetectorConfig(**model), "data": DataConfig(**data)})
+    """``asdict(TrainConfig)`` (how the config reaches the workers) → ``TrainConfig``."""
+    return TrainConfig(**{**raw, "model": DetectorConfig(**raw["model"]), "data": DataConfig(**raw["data"])})
 
 
 def _restore(model: ArtifactDetector, optimizer: torch.optim.Optimizer) -> int:

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 Status = Literal["pending", "accepted", "rejected"]
 SCHEMA_VERSION = 1
+ARTIFACT_TOOLS = ("add", "remove", "distort", "fuse")  # the values of ``Artifact.tool``
+MASK_IGNORE = 255  # ``Sample.mask`` value of a failed artifact's region: neither clean nor artifact
 
 
 def make_sample_id(source_id: str, seed: int, config_hash: str) -> str:

@@ -15,7 +15,7 @@ from PIL import Image
 from transformers import AutoBackbone, ConvNextConfig, Dinov2Config, SwinConfig
 
 from detector import eval as detector_eval
-from detector.data import DataConfig, augment, iter_examples
+from detector.data import DataConfig, iter_examples, to_pixels, transform
 from detector.model import (ArtifactDetector, BackboneNotFoundError, DetectorConfig, attention_alignment_loss,
                             load_detector, save_detector)
 from detector.metrics import box_f1, mask_to_boxes, pixel_per_image, pixel_pooled
@@ -76,14 +76,21 @@ def test_augmentation_moves_mask_with_image():
     image[20:40, 10:30] = (255, 0, 0)
     mask = np.zeros((80, 96), np.uint8)
     mask[20:40, 10:30] = 1
+    mask[60:, :] = 255  # an ignore band stays 255, never blended into 0/1
     cfg = DataConfig(jpeg_prob=1.0, jpeg_quality=(90, 95), flip_prob=0.5)
     for seed in range(8):
-        pixels, out = augment(Image.fromarray(image), mask, 48, cfg, np.random.default_rng(seed))
-        assert pixels.shape == (3, 48, 48) and out.shape == (48, 48) and set(np.unique(out)) <= {0, 1}
+        torch.manual_seed(seed)
+        pixels, out = transform(Image.fromarray(image), mask, 48, cfg)
+        torch.manual_seed(seed)
+        again = transform(Image.fromarray(image), mask, 48, cfg)
+        assert np.array_equal(pixels, again[0]) and np.array_equal(out, again[1])  # same seed, same sample
+        assert pixels.shape == (3, 48, 48) and out.shape == (48, 48) and set(np.unique(out)) <= {0, 1, 255}
         red = (pixels[0] > 0.7) & (pixels[1] < 0.3)
         inside = out == 1
         if inside.sum() > 20:  # away from the blob's edge, masked pixels are red and red pixels masked
             assert red[inside].mean() > 0.8 and inside[red].mean() > 0.8
+    pixels, out = transform(Image.fromarray(image), mask, 48)  # evaluation: a plain resize
+    assert np.array_equal(pixels, to_pixels(Image.fromarray(image), 48)) and (out[:20] != 255).all()
 
 
 # ------------------------------------------------------------------------------------------ model
