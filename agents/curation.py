@@ -1,15 +1,19 @@
 """Curation agent: is each artifact real and visible, and what is wrong? Per artifact, not per image.
 
-* distort (``lpips_check_tools``): passes when LPIPS between real and artifact, averaged over the
-  artifact's *change region* (the spatial LPIPS map inside the mask, not its bounding box), lies in
-  [lpips_min, lpips_max];
+* distort (``lpips_check_tools``): passes when LPIPS between real and artifact lies in
+  [lpips_min, lpips_max] — by default on the crops at the artifact's box, as the method's authors
+  measure it (``lpips_measure: box_crop``), or the spatial LPIPS map averaged over the change
+  region only (``mask_mean``);
 * add / remove / fuse (``vlm_check_tools``): the VLM triplet check on (context with the region
   blacked out, real crop, artifact crop);
-* every image: a background-leak check (outside the union of regions, artifact == real).
+* every image: a background-leak check (outside the union of regions, artifact == clean, the VAE
+  reconstruction the engine composites onto).
 
-Accepted artifacts get a local explanation, the image a global one written from them. A failed
-artifact stays in the image and its region becomes an ignore region (mask 255); an image with no
-accepted artifact is rejected with every artifact's reason.
+All or nothing by default, as the method's authors: an image is accepted only when every artifact
+in it passes, so no accepted image carries an unlabelled edit; otherwise it is rejected with each
+artifact's reason. ``curation.partial`` keeps images where some artifacts pass, the failed ones
+becoming ignore regions (mask 255), for pixel-level users. Accepted images' artifacts get a local
+explanation and the image a global one written from them.
 """
 
 from __future__ import annotations
@@ -51,20 +55,37 @@ def triplet_images(real: np.ndarray, artifact: np.ndarray, region: np.ndarray, m
     return Image.fromarray(context), crops[0], crops[1]
 
 
-@torch.no_grad()
-def masked_lpips(model, real: np.ndarray, artifact: np.ndarray, region: np.ndarray) -> float:
-    """Mean of LPIPS's spatial distance map over the region's pixels."""
+def _lpips_map(model, real: np.ndarray, artifact: np.ndarray) -> np.ndarray:
+    """LPIPS's spatial distance map (H, W) between two RGB uint8 images of one size."""
     def tensor(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
+        return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
 
-    device = next(model.parameters()).device
+    weight = next(model.parameters())  # the metric runs in its weights' device and dtype
     spatial = model.spatial
     model.spatial = True  # LPIPS reads this flag at forward time: per-pixel map instead of the mean
     try:
-        distance = model(tensor(real).to(device), tensor(artifact).to(device))[0, 0].cpu().numpy()
+        with torch.no_grad():
+            return model(tensor(real).to(weight.device, weight.dtype),
+                         tensor(artifact).to(weight.device, weight.dtype))[0, 0].float().cpu().numpy()
     finally:
         model.spatial = spatial
-    return float(distance[region].mean())
+
+
+def masked_lpips(model, real: np.ndarray, artifact: np.ndarray, region: np.ndarray) -> float:
+    """Mean of LPIPS's spatial distance map over the region's pixels."""
+    return float(_lpips_map(model, real, artifact)[region].mean())
+
+
+def box_lpips(model, real: np.ndarray, artifact: np.ndarray, region: np.ndarray, min_side: int) -> float:
+    """LPIPS of the two crops at the region's bounding box (the method authors' measure); crops with
+    a side under ``min_side`` are scaled up first (AlexNet needs some extent)."""
+    x0, y0, x1, y1 = region_bbox(region, 0.0)
+    crops = [a[y0:y1, x0:x1] for a in (real, artifact)]
+    scale = max(1.0, min_side / min(x1 - x0, y1 - y0))
+    if scale > 1.0:
+        size = (round((x1 - x0) * scale), round((y1 - y0) * scale))
+        crops = [np.asarray(Image.fromarray(c).resize(size, Image.Resampling.BICUBIC)) for c in crops]
+    return float(_lpips_map(model, *crops).mean())
 
 
 class CurationAgent:
@@ -76,12 +97,13 @@ class CurationAgent:
         work = []  # (sample, real, artifact, regions)
         checks, check_targets = [], []  # VLM triplet requests and their (sample index, artifact index)
         for sample in samples:
-            if sample.is_rejected:
+            if not sample.is_pending:
                 continue
             real, fake = decode_array(sample.real_image), decode_array(sample.image)
+            clean = decode_array(sample.clean_image)
             regions = [decode_rle(a.region) if a.region else np.zeros(real.shape[:2], bool) for a in sample.artifacts]
             outside = ~np.logical_or.reduce(regions) if regions else np.ones(real.shape[:2], bool)
-            leak = np.abs(real.astype(int) - fake.astype(int))[outside]
+            leak = np.abs(clean.astype(int) - fake.astype(int))[outside]
             if leak.size and leak.max() > cfg.leak_tolerance:
                 sample.reject(f"background_leak: {int((leak > cfg.leak_tolerance).sum())} values changed outside the mask")
                 continue
@@ -90,7 +112,7 @@ class CurationAgent:
                 if not region.any():
                     artifact.reject_reason = "empty_region"
                 elif artifact.tool in cfg.lpips_check_tools:
-                    artifact.lpips = round(masked_lpips(self.lpips, real, fake, region), 5)
+                    artifact.lpips = round(self._lpips(real, fake, region), 5)
                     artifact.accepted = cfg.lpips_min <= artifact.lpips <= cfg.lpips_max
                     artifact.reject_reason = "" if artifact.accepted else "lpips_out_of_window"
                 elif artifact.tool in cfg.vlm_check_tools:
@@ -98,12 +120,12 @@ class CurationAgent:
                     checks.append(VLMRequest(prompt, schema, list(triplet_images(real, fake, region, cfg.crop_margin)),
                                              name=f"triplet_{artifact.tool}"))
                     check_targets.append((len(work) - 1, k))
-                else:
-                    artifact.accepted = True
+                else:  # the config validator puts every tool in a check list: this is a bug
+                    raise ValueError(f"no curation check is configured for tool {artifact.tool!r}")
         for (w, k), verdict in zip(check_targets, self.vlm.generate_json(checks)):
             artifact = work[w][0].artifacts[k]
-            if not verdict.ok:
-                artifact.reject_reason = f"vlm_error: {verdict.error}"[:200]
+            if not verdict.ok:  # an unusable answer (a transport failure raises instead)
+                artifact.reject_reason = f"vlm_invalid_answer: {verdict.error}"[:200]
                 continue
             artifact.vlm_verdict = json.dumps(verdict.value, sort_keys=True)
             artifact.label = verdict.value["label"]
@@ -111,10 +133,16 @@ class CurationAgent:
             passed = verdict.value["visible"] and verdict.value["in_region"]
             artifact.accepted = passed or not cfg.require_vlm_label
             artifact.reject_reason = "" if artifact.accepted else "vlm_not_visible"
-        self._explain(work)
         for sample, real, _, regions in work:
-            self._finish(sample, real, regions)
+            self._decide(sample, real, regions)
+        self._explain([w for w in work if w[0].status == "accepted"])
         return samples
+
+    def _lpips(self, real: np.ndarray, fake: np.ndarray, region: np.ndarray) -> float:
+        cfg = self.config.curation
+        if cfg.lpips_measure == "box_crop":
+            return box_lpips(self.lpips, real, fake, region, cfg.lpips_min_crop)
+        return masked_lpips(self.lpips, real, fake, region)
 
     def _explain(self, work) -> None:
         """Local explanations for accepted artifacts that have none, then one global explanation each."""
@@ -124,30 +152,33 @@ class CurationAgent:
             for artifact, region in zip(sample.artifacts, regions):
                 if artifact.accepted and not artifact.local_explanation:
                     prompt, schema = prompts.local_explanation(artifact.tool, artifact.entity, artifact.subentity)
-                    pending.append(VLMRequest(prompt, schema, [triplet_images(real, fake, region, cfg.crop_margin)[2]],
+                    pending.append(VLMRequest(prompt, schema, list(triplet_images(real, fake, region, cfg.crop_margin)),
                                               name="local_explanation"))
                     targets.append(artifact)
         for artifact, answer in zip(targets, self.vlm.generate_json(pending)):
             artifact.local_explanation = answer.value["explanation"] if answer.ok else ""
             artifact.label = artifact.label or artifact.tool
-        explained = [(s, [a.local_explanation for a in s.artifacts if a.accepted]) for s, *_ in work]
-        explained = [(s, texts) for s, texts in explained if texts]
-        answers = self.vlm.generate_json([VLMRequest(*prompts.global_explanation(t), name="global_explanation")
-                                          for _, t in explained])
-        for (sample, texts), answer in zip(explained, answers):
+        explained = [(s, fake, [a.local_explanation for a in s.artifacts if a.accepted]) for s, _, fake, _ in work]
+        explained = [(s, fake, texts) for s, fake, texts in explained if texts]
+        answers = self.vlm.generate_json([VLMRequest(*prompts.global_explanation(t), [Image.fromarray(fake)],
+                                                     name="global_explanation") for _, fake, t in explained])
+        for (sample, _, texts), answer in zip(explained, answers):
             sample.global_explanation = answer.value["explanation"] if answer.ok else " ".join(texts)
 
-    def _finish(self, sample: Sample, real: np.ndarray, regions: list[np.ndarray]) -> None:
+    def _decide(self, sample: Sample, real: np.ndarray, regions: list[np.ndarray]) -> None:
+        """The label mask and the image's verdict: all artifacts pass, or (``partial``) at least one."""
         mask = np.zeros(real.shape[:2], np.uint8)
-        for artifact, region in zip(sample.artifacts, regions):  # failed artifacts stay: ignore regions
+        for artifact, region in zip(sample.artifacts, regions):  # failed artifacts: ignore regions
             if not artifact.accepted:
                 mask[region] = IGNORE
         for k, (artifact, region) in enumerate(zip(sample.artifacts, regions), start=1):
             if artifact.accepted:
                 mask[region] = k
         sample.mask = encode_png(mask)
-        if any(a.accepted for a in sample.artifacts):
+        passed = [a.accepted for a in sample.artifacts]
+        if passed and (all(passed) or (self.config.curation.partial and any(passed))):
             sample.status = "accepted"
-        else:
-            reasons = ";".join(f"{a.tool}:{a.reject_reason}" for a in sample.artifacts)
-            sample.reject(f"no_accepted_artifact: {reasons}"[:300])
+            return
+        reasons = ";".join(f"{a.tool}:{a.reject_reason}" for a in sample.artifacts if not a.accepted)
+        code = "artifact_rejected" if any(passed) else "no_accepted_artifact"
+        sample.reject(f"{code}: {reasons}"[:300])

@@ -12,7 +12,6 @@ an image where nothing usable is found is rejected with the reason.
 
 from __future__ import annotations
 
-import traceback
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +21,7 @@ from torchvision.ops import nms
 
 from agents import prompts
 from agents.synthesis import encode_rle
+from agents.tensors import model_inputs
 from agents.vlm.base import VLMRequest
 from shards.images import decode_image
 from shards.record import Artifact, Sample
@@ -88,14 +88,14 @@ class PerceptionAgent:
         self.provenance = {"vlm": vlm.model_id, "grounding": grounding.model_id, "segmentation": segmentation.model_id}
 
     def __call__(self, samples: list[Sample]) -> list[Sample]:
-        pending = [s for s in samples if not s.is_rejected]
+        pending = [s for s in samples if s.is_pending]
         images = {s.sample_id: decode_image(s.real_image) for s in pending}
         answers = self.vlm.generate_json([VLMRequest(*prompts.caption_vocabulary(), images=[images[s.sample_id]],
                                                      name="caption_vocabulary") for s in pending])
         work = []
         for sample, answer in zip(pending, answers):
-            if not answer.ok:
-                sample.reject(f"vlm_error:{answer.error}"[:300])
+            if not answer.ok:  # the model's answer is unusable (a transport failure raises instead)
+                sample.reject(f"vlm_invalid_answer:{answer.error}"[:300])
                 continue
             phrases, roles = vocabulary(answer.value)
             sample.caption = answer.value["caption"].strip()
@@ -104,19 +104,9 @@ class PerceptionAgent:
                 continue
             work.append((sample, phrases[: self.config.perception.max_phrases], roles))
         if work:
-            try:
-                detections = self._detect([images[s.sample_id] for s, _, _ in work], [p for _, p, _ in work])
-            except Exception as err:
-                traceback.print_exc()
-                for sample, _, _ in work:
-                    sample.reject(f"perception_error:{type(err).__name__}: {err}"[:300])
-                return samples
+            detections = self._detect([images[s.sample_id] for s, _, _ in work], [p for _, p, _ in work])
             for (sample, _, roles), found in zip(work, detections):
-                try:
-                    self._plan(sample, images[sample.sample_id], found, roles)
-                except Exception as err:
-                    traceback.print_exc()
-                    sample.reject(f"perception_error:{type(err).__name__}: {err}"[:300])
+                self._plan(sample, images[sample.sample_id], found, roles)
         return samples
 
     # --------------------------------------------------------------------------- grounding
@@ -125,7 +115,7 @@ class PerceptionAgent:
         cfg = self.config.perception
         model, processor = self.grounding.model, self.grounding.processor
         captions = [". ".join(p) + "." for p in phrases]
-        inputs = processor(images=images, text=captions, return_tensors="pt", padding="longest").to(model.device)
+        inputs = model_inputs(processor(images=images, text=captions, return_tensors="pt", padding="longest"), model)
         outputs = model(**inputs)
         tokenizer = processor.tokenizer
         separators = {tokenizer.convert_tokens_to_ids("."), tokenizer.sep_token_id}
@@ -136,12 +126,7 @@ class PerceptionAgent:
             probs = outputs.logits[b].sigmoid()  # (queries, text tokens)
             per_phrase = torch.stack([probs[:, s:e].max(dim=1).values for s, e in spans], dim=1)
             score, which = per_phrase.max(dim=1)
-            # Exact ties (phrases with identical tokens, e.g. all unknown words) are spread over the
-            # tied phrases by query index instead of all going to the first phrase.
-            for q in range(per_phrase.shape[0]):
-                tied = torch.nonzero(per_phrase[q] == score[q]).flatten()
-                which[q] = tied[q % tied.numel()]
-            cx, cy, w, h = outputs.pred_boxes[b].unbind(-1)
+            cx, cy, w, h = outputs.pred_boxes[b].float().unbind(-1)  # bf16 boxes would be ~4 px coarse
             width, height = image.size
             boxes = torch.stack([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width,
                                  (cy + h / 2) * height], dim=-1).clamp(min=0)
@@ -164,10 +149,12 @@ class PerceptionAgent:
             return
         model, processor = self.segmentation.model, self.segmentation.processor
         inputs = processor(images=[image], input_boxes=[[d.box for d in detections]], return_tensors="pt")
-        inputs = inputs.to(model.device)
+        inputs = model_inputs(inputs, model)
         outputs = model(**inputs, multimask_output=self.config.perception.sam_multimask)
-        masks = processor.post_process_masks(outputs.pred_masks.cpu(), inputs["original_sizes"].cpu(),
-                                             inputs["reshaped_input_sizes"].cpu())[0]  # (boxes, k, H, W)
+        sizes = [inputs["original_sizes"].cpu()]
+        if self.segmentation.family == "sam":  # SAM pads to a square; SAM 2 resizes to one
+            sizes.append(inputs["reshaped_input_sizes"].cpu())
+        masks = processor.post_process_masks(outputs.pred_masks.float().cpu(), *sizes)[0]  # (boxes, k, H, W)
         best = outputs.iou_scores[0].argmax(dim=-1).cpu()
         for i, detection in enumerate(detections):
             mask = masks[i, best[i]].numpy().astype(bool)

@@ -55,12 +55,33 @@ TRIPLET_RULES = {
 }
 
 
+# One positive and one negative in-context example per tool, described in words (the method's
+# authors show example images; we ship no curated example images, so the examples are textual).
+TRIPLET_EXAMPLES = {
+    "add": ("image 3 shows a second thumb growing from the side of the hand, with its own nail and outline, "
+            "where image 2 has one thumb → visible: true, in_region: true",
+            "image 3 shows the same hand as image 2, only slightly smoother or blurrier → visible: false"),
+    "remove": ("in image 3 the cat has a single ear; where image 2 shows the second ear there is only smooth fur "
+               "→ visible: true, in_region: true",
+               "in image 3 the wheel is darker than in image 2 but still clearly there → visible: false"),
+    "distort": ("in image 3 the arm bends in two places between shoulder and elbow and its outline is broken "
+                "→ visible: true, in_region: true",
+                "in image 3 the arm has slightly different shading than in image 2 but a plausible shape "
+                "→ visible: false"),
+    "fuse": ("in image 3 the cup and the hand merge into one surface: the fingers continue into the porcelain "
+             "with no edge between them → visible: true, in_region: true",
+             "in image 3 the cup touches the hand but a clear edge still separates them → visible: false"),
+}
+
+
 def triplet_check(tool: str, entity: str, part: str | None) -> tuple[str, dict]:
     rule = TRIPLET_RULES[tool].format(part=part or entity, entity=entity)
+    positive, negative = TRIPLET_EXAMPLES[tool]
     prompt = (
         "You see three images: (1) the whole artifact image with the edited region blacked out, for context; "
         "(2) a crop of the real photo around the region; (3) the same crop of the artifact image. "
         f"Decide whether this structural flaw is clearly visible: {rule}. "
+        f"Example of a flaw that counts: {positive}. Example of one that does not: {negative}. "
         "Answer 'visible' (is the flaw clearly visible in image 3), 'in_region' (does it lie inside the cropped "
         "region), a one-sentence 'explanation' of what is wrong, written for someone looking at image 3 alone, "
         "and a short 'label' naming the flaw."
@@ -69,13 +90,20 @@ def triplet_check(tool: str, entity: str, part: str | None) -> tuple[str, dict]:
 
 
 def local_explanation(tool: str, entity: str, part: str | None) -> tuple[str, dict]:
-    prompt = (f"The crop shows a structural flaw on the {part or entity} of the {entity} ({tool}). "
-              "In one sentence, explain what is anatomically or physically wrong.")
+    """For artifacts whose check gave no explanation (LPIPS-checked distortions): sees the triplet."""
+    prompt = (
+        "You see three images: (1) the whole artifact image with the edited region blacked out; (2) a crop of "
+        f"the real photo; (3) the same crop of the artifact image, where the {part or entity} of the {entity} has "
+        f"a structural flaw ({tool}). In one sentence, written for someone looking at image 3 alone, explain what "
+        "is anatomically or physically wrong with it."
+    )
     return prompt, EXPLANATION_SCHEMA
 
 
 def global_explanation(local_explanations: list[str]) -> tuple[str, dict]:
+    """Sees the artifact image and the local explanations of its artifacts."""
     listed = "\n".join(f"- {text}" for text in local_explanations)
-    prompt = ("These structural flaws were found in the image:\n" + listed +
-              "\nWrite 2 to 3 sentences that explain the image's flaws to a viewer. Do not use coordinates.")
+    prompt = ("The image has these structural flaws:\n" + listed +
+              "\nLooking at the image, write 2 to 3 sentences that explain its flaws to a viewer. "
+              "Do not use coordinates.")
     return prompt, EXPLANATION_SCHEMA

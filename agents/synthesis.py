@@ -3,13 +3,13 @@
 A sample's artifacts (target → reference cells, from perception's plan) form one mapping; samples
 of the same image size run through the FLUX engine as one batch with per-sample mappings. Each
 artifact gets ``region``: the COCO RLE of its own dilated target cells, the pixels it may change.
-A sample whose synthesis fails is rejected with the reason; the rest of the batch goes on.
+Nothing here is a data rejection except an empty plan: an exception (out of memory, a bug)
+reaches the stage, which fails the batch so it is retried (``factory.stages``).
 """
 
 from __future__ import annotations
 
 import json
-import traceback
 from collections import defaultdict
 
 import numpy as np
@@ -41,24 +41,15 @@ class SynthesisAgent:
     def __call__(self, samples: list[Sample]) -> list[Sample]:
         groups: dict[tuple[int, int], list[tuple[Sample, np.ndarray]]] = defaultdict(list)
         for sample in samples:
-            if sample.is_rejected:
+            if not sample.is_pending:
                 continue
             if not sample.artifacts:
                 sample.reject("no_artifact_planned")
                 continue
-            try:
-                image = decode_array(sample.real_image)
-            except Exception as err:
-                sample.reject(f"synthesis_error:unreadable real_image: {type(err).__name__}")
-                continue
+            image = decode_array(sample.real_image)
             groups[image.shape[:2]].append((sample, image))
         for group in groups.values():
-            try:
-                self._synthesize(group)
-            except Exception as err:  # one bad batch rejects its samples, never the job
-                traceback.print_exc()
-                for sample, _ in group:
-                    sample.reject(f"synthesis_error:{type(err).__name__}: {err}"[:300])
+            self._synthesize(group)
         return samples
 
     def _synthesize(self, group: list[tuple[Sample, np.ndarray]]) -> None:
@@ -68,13 +59,14 @@ class SynthesisAgent:
         for sample, _ in group:
             targets.append(torch.tensor([c for a in sample.artifacts for c in a.cells], dtype=torch.long))
             references.append(torch.tensor([c for a in sample.artifacts for c in a.reference_cells], dtype=torch.long))
-            # One pass per image: positional injection lasts as long as its longest-scheduled tool needs.
-            pe_steps.append(max(inj.pe_steps[a.tool] for a in sample.artifacts))
+            # One pass per image; each target cell is position-injected for its own tool's steps.
+            pe_steps.append(torch.tensor([inj.pe_steps[a.tool] for a in sample.artifacts for _ in a.cells]))
         embeds, pooled = self.engine.encode_prompt([sample.caption or "a photo" for sample, _ in group])
         result = self.engine.run(images, embeds, pooled, targets, references, pe_steps)
         grid = Grid.from_image(*images.shape[1:3])
         for i, (sample, _) in enumerate(group):
             sample.image = encode_png(result.images[i])
+            sample.clean_image = encode_png(result.clean[i])
             for artifact in sample.artifacts:
                 artifact.region = encode_rle(grid.pixel_mask(np.array(artifact.cells), inj.dilation_cells))
             sample.provenance.update({

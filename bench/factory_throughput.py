@@ -20,7 +20,7 @@ import pyarrow as pa
 from factory.config import load_config
 from factory.pipeline import candidates, run_factory
 from factory.stages import STAGES, decode_sources, work_schema
-from shards.record import from_transport_table, to_transport_table
+from shards.record import from_transport_table
 
 
 def sequential(n: int, config) -> tuple[float, int]:

@@ -1,4 +1,4 @@
-"""The bundled artifact detector (DESIGN §8); depends on ``shards`` only.
+"""The bundled artifact detector (README, "Detector"); depends on ``shards`` only.
 
 ``metrics`` (the field's metric families), ``model`` (``ArtifactDetector``, ``DetectorConfig``,
 ``save_detector``/``load_detector``), ``data`` (shards → examples, split by source, augmentation),

@@ -1,7 +1,9 @@
 """Shards → detector examples: positives, negatives, a leak-free split and shortcut-removing augmentation.
 
-Every accepted row gives two examples: its artifact ``image`` with the mask binarised (k > 0 → 1,
-255 kept as ignore) and its ``real_image`` with an all-zero mask. The held-out split is
+Every accepted row gives its artifact ``image`` with the mask binarised (k > 0 → 1, 255 kept as
+ignore) and, as negatives with an all-zero mask, its ``clean_image`` (the VAE reconstruction the
+artifact was composited onto: the same decoder fingerprint, so "VAE trace = artifact" is no
+shortcut) and/or its ``real_image`` (``DataConfig.negatives``). The held-out split is
 ``shards.split``'s hash of ``source_id``, so a real photo and its artifact versions always land on
 the same side.
 Both classes get the same torchvision augmentation (random JPEG re-encode, random resized crop,
@@ -27,6 +29,7 @@ from shards.images import decode_image, decode_mask
 from shards.reader import iter_samples, read_table, shard_files, table_to_samples
 from shards.record import ARTIFACT_TOOLS as ARTIFACT_TYPES
 from shards.record import MASK_IGNORE as IGNORE
+from shards.record import NEGATIVE_COLUMNS
 from shards.record import Sample
 from shards.split import DEFAULT_SALT, DEFAULT_VAL_FRACTION, split_of
 
@@ -44,6 +47,7 @@ class DataConfig:
     crop_scale: tuple[float, float] = (0.6, 1.0)  # area fraction of the random resized crop
     flip_prob: float = 0.5
     rows_per_map_batch: int = 16  # shard rows decoded and transformed per Ray Data map call
+    negatives: Literal["clean", "real", "both"] = "clean"  # which images of a row are the clean examples
 
 
 @dataclass
@@ -57,21 +61,20 @@ class Example:
     boxes: list[list[int]]  # accepted artifacts' [x0, y0, x1, y1]
 
 
-def examples_from_sample(sample: Sample) -> list[Example]:
-    """An accepted row → [artifact example, real example]; any other row → []."""
-    if sample.status != "accepted" or not sample.image or not sample.real_image:
+def examples_from_sample(sample: Sample, negatives: str = "clean") -> list[Example]:
+    """An accepted row → [artifact example, its negative example(s)]; any other row → []."""
+    columns = NEGATIVE_COLUMNS[negatives]
+    if sample.status != "accepted" or not sample.image or not all(getattr(sample, c) for c in columns):
         return []
     accepted = [a for a in sample.artifacts if a.accepted]
     types = np.array([any(a.tool == t for a in accepted) for t in ARTIFACT_TYPES], np.float32)
     labels = decode_mask(sample.mask)
     mask = np.where(labels == IGNORE, IGNORE, labels > 0).astype(np.uint8)
-    real = decode_image(sample.real_image)
-    return [
-        Example(sample.sample_id, sample.source_id, decode_image(sample.image), mask, 1, types,
-                [list(a.bbox) for a in accepted if len(a.bbox) == 4]),
-        Example(sample.sample_id, sample.source_id, real, np.zeros(mask.shape, np.uint8), 0,
-                np.zeros(len(ARTIFACT_TYPES), np.float32), []),
-    ]
+    positive = Example(sample.sample_id, sample.source_id, decode_image(sample.image), mask, 1, types,
+                       [list(a.bbox) for a in accepted if len(a.bbox) == 4])
+    return [positive] + [Example(sample.sample_id, sample.source_id, decode_image(getattr(sample, column)),
+                                 np.zeros(mask.shape, np.uint8), 0, np.zeros(len(ARTIFACT_TYPES), np.float32), [])
+                         for column in columns]
 
 
 def _in_split(source_id: str, split: Split, cfg: DataConfig) -> bool:
@@ -89,16 +92,16 @@ def split_counts(paths: str | Path | Sequence[str | Path], cfg: DataConfig) -> d
 
 
 def iter_examples(paths: str | Path | Sequence[str | Path], split: Split, cfg: DataConfig) -> Iterator[Example]:
-    """Plain (no Ray) iteration for evaluation; a real photo shared by several rows is yielded once."""
-    seen_real: set[str] = set()
+    """Plain (no Ray) iteration for evaluation; a source's negative shared by several rows is yielded once."""
+    seen_negatives: set[tuple[str, int]] = set()
     for sample in iter_samples(paths):
         if not _in_split(sample.source_id, split, cfg):
             continue
-        for ex in examples_from_sample(sample):
+        for k, ex in enumerate(examples_from_sample(sample, cfg.negatives)):
             if ex.label == 0:
-                if ex.source_id in seen_real:
+                if (ex.source_id, k) in seen_negatives:
                     continue
-                seen_real.add(ex.source_id)
+                seen_negatives.add((ex.source_id, k))
             yield ex
 
 
@@ -144,7 +147,7 @@ def _batch_to_arrays(table: pa.Table, split: Split, train: bool, size: int, cfg:
     for sample in table_to_samples(table):
         if not _in_split(sample.source_id, split, cfg):
             continue
-        for ex in examples_from_sample(sample):
+        for ex in examples_from_sample(sample, cfg.negatives):
             x, m = transform(ex.image, ex.mask, size, cfg if train else None)
             pixels.append(x), masks.append(m), labels.append(ex.label), types.append(ex.types)
     if pixels:
@@ -154,7 +157,7 @@ def _batch_to_arrays(table: pa.Table, split: Split, train: bool, size: int, cfg:
 
 def ray_dataset(paths: str | Path | Sequence[str | Path], split: Split, train: bool, size: int, cfg: DataConfig):
     """A Ray Dataset of model-ready rows (``pixel_values``, ``mask``, ``label``, ``types``) for ``split``;
-    training datasets are augmented anew on every pass. A real photo comes once per accepted row of its source."""
+    training datasets are augmented anew on every pass. A source's negatives come once per accepted row of it."""
     import ray.data
 
     return ray.data.read_parquet(shard_files(paths)).map_batches(

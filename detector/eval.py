@@ -122,11 +122,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", choices=["val", "all", "train"], default="val")
     parser.add_argument("--val-fraction", type=float, default=DataConfig.val_fraction,
                         help="must match training's for --split val")
+    parser.add_argument("--negatives", choices=["clean", "real", "both"], default=DataConfig.negatives,
+                        help="clean examples: the VAE reconstruction (default), the camera photo, or both")
     parser.add_argument("--threshold", type=float, default=0.5, help="for the image score and each pixel")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-    metrics = evaluate(args.shards, args.checkpoint, args.split, DataConfig(val_fraction=args.val_fraction),
+    metrics = evaluate(args.shards, args.checkpoint, args.split,
+                       DataConfig(val_fraction=args.val_fraction, negatives=args.negatives),
                        args.threshold, batch_size=args.batch_size, device=args.device)
     write_report(metrics, args.out)
     return metrics

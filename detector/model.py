@@ -1,4 +1,4 @@
-"""The multi-task artifact detector (DESIGN §8) on a transformers backbone.
+"""The multi-task artifact detector on a transformers backbone (README, "Detector").
 
 ``ArtifactDetector`` maps an RGB batch in [0, 1] to an image-level artifact logit, per-pixel mask
 logits at input size (a light FPN decoder over the backbone's feature maps) and multi-label

@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--lr", type=float, default=None, help="AdamW rate (default 3e-3 tiny, 1e-4 pretrained)")
     parser.add_argument("--val-fraction", type=float, default=DataConfig.val_fraction)
+    parser.add_argument("--negatives", choices=["clean", "real", "both"], default=DataConfig.negatives,
+                        help="clean examples: the VAE reconstruction (default), the camera photo, or both")
     parser.add_argument("--storage", default=None, help="Ray Train storage path (default OUT/ray)")
     parser.add_argument("--resume", action="store_true", help="continue the newest run under --storage")
     parser.add_argument("--keep-checkpoints", type=int, default=3, help="newest epochs kept; 0 keeps every one")
@@ -211,7 +213,8 @@ def main(argv: list[str] | None = None):
     defaults = CLI_DEFAULTS["tiny" if tiny else "pretrained"]
     model = DetectorConfig(backbone=args.backbone if tiny else "pretrained", path=None if tiny else args.backbone,
                            image_size=args.image_size or defaults["image_size"], align_weight=args.align_weight)
-    cfg = TrainConfig(model=model, data=DataConfig(val_fraction=args.val_fraction), epochs=args.epochs,
+    cfg = TrainConfig(model=model, data=DataConfig(val_fraction=args.val_fraction, negatives=args.negatives),
+                      epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr or defaults["lr"])
     result = train(args.shards, args.out, cfg, workers=args.workers, use_gpu=args.gpus,
                    cpus_per_worker=args.cpus_per_worker, storage=args.storage, resume=args.resume,

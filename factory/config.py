@@ -1,7 +1,7 @@
 """The one typed configuration tree of FlawForge, and its presets.
 
 Every threshold, schedule and size the stages use lives here, with the ArtiAgent paper's values
-as defaults (arXiv 2602.20951; see shared REFERENCE.md). A run's config is a preset, then an
+as defaults (arXiv 2602.20951). A run's config is a preset, then an
 optional YAML file, then CLI overrides (``section.field=value``), validated by pydantic so a bad
 value names its field. ``config_hash`` is the identity of the work a config describes: it goes
 into every ``sample_id`` and guards an output directory against a changed config.
@@ -55,7 +55,8 @@ class ModelSpec(Strict):
 
 
 class VLMConfig(Strict):
-    backend: Literal["transformers", "vllm", "openai"] = "transformers"
+    backend: Literal["transformers", "vllm", "openai", "scripted"] = Field(
+        "transformers", description="'scripted': deterministic answers from a lexicon, no model (tiny preset)")
     model: ModelSpec = ModelSpec()
     base_url: str | None = Field(None, description="OpenAI-compatible server URL (backend 'openai')")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
@@ -65,6 +66,8 @@ class VLMConfig(Strict):
     max_concurrency: int = Field(8, ge=1)
     max_retries: int = Field(4, ge=0)
     timeout_s: float = Field(60.0, gt=0)
+    scripted_visible_share: float = Field(0.7, ge=0, le=1,
+                                          description="share of triplet checks the scripted backend passes")
 
 
 class ModelsConfig(Strict):
@@ -114,9 +117,19 @@ class PerceptionConfig(Strict):
 
 # ------------------------------------------------------------------------------------------ tools
 class AddConfig(Strict):
+    """Anchors lie on a ring just outside the part: a cell whose L1 distance to the part's box centre
+    exceeds that of its nearest outermost part cell by at most ``ring_width``."""
+
     min_in_bounds: float = Field(0.5, ge=0, le=1, description="skip shifts that keep less of the part")
-    shift_penalty: float = Field(0.05, ge=0, description="score / (1 + penalty * shift length)")
-    max_ring: int = Field(3, ge=1, description="largest L1 ring (in cells) searched for anchors")
+    shift_penalty: float = Field(0.05, ge=0, description="score / (1 + penalty * L1 shift length)")
+    ring_width: int = Field(2, ge=1, description="width (cells) of the anchor ring outside the part")
+
+
+class RemoveConfig(Strict):
+    ring_radius: int = Field(1, ge=1, description="Chebyshev radius of the reference ring (1: 8-neighbours)")
+    max_ring_radius: int = Field(1, ge=1, description="grow the ring up to this radius while it is all blocked")
+    min_background_share: float = Field(
+        0.5, ge=0, lt=1, description="use only ring cells outside every entity when they are more than this share")
 
 
 class DistortConfig(Strict):
@@ -131,11 +144,12 @@ class FuseConfig(Strict):
     max_containment: float = Field(0.7, ge=0, le=1)
     band_radius: int = Field(2, ge=1, description="L1 radius (cells) of the band around the overlap")
     seeds: int = Field(5, ge=1, description="farthest-point seeds splitting the band")
-    max_offset: int = Field(4, ge=1)
+    max_offset: int = Field(4, ge=1, description="largest L1 offset (cells) tried to fit a region in the other entity")
 
 
 class ToolsConfig(Strict):
     add: AddConfig = AddConfig()
+    remove: RemoveConfig = RemoveConfig()
     distort: DistortConfig = DistortConfig()
     fuse: FuseConfig = FuseConfig()
 
@@ -171,6 +185,11 @@ class InjectionConfig(Strict):
     pe_single_blocks: LayerRange = LayerRange(start=0, stop=19, of=38)
     value_single_blocks: LayerRange = LayerRange(start=20, stop=38, of=38)
     value_steps: int = Field(15, ge=0, description="denoising steps with value injection")
+    cached_value_rows: Literal["background", "all"] = Field(
+        "background", description="rows that take their cached V in value layers before targets read their "
+        "reference's: 'background' = image tokens that are not targets (the authors': text keeps its live V, "
+        "a target whose reference is a target takes its live V), 'all' = every token")
+    time_shift: bool = Field(True, description="resolution-dependent time shift of the schedule (off for schnell)")
     dilation_cells: int = Field(1, ge=0, description="dilation of target cells for the change mask")
     latent_paste: bool = Field(True, description="paste inverted latents outside the change mask every step")
     cache_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where cached values live")
@@ -182,16 +201,25 @@ class InjectionConfig(Strict):
 class CurationConfig(Strict):
     lpips_min: float = Field(0.1, ge=0)
     lpips_max: float = Field(0.5, ge=0)
+    lpips_measure: Literal["box_crop", "mask_mean"] = Field(
+        "box_crop", description="LPIPS of the crops at the artifact's box (the authors'), or the spatial "
+                                "LPIPS map averaged over the change region")
+    lpips_min_crop: int = Field(64, ge=16, description="box crops with a shorter side are scaled up to it")
     vlm_check_tools: list[ToolName] = ["add", "remove", "fuse"]
     lpips_check_tools: list[ToolName] = ["distort"]
     leak_tolerance: int = Field(0, ge=0, description="pixel value difference allowed outside the mask")
     crop_margin: float = Field(0.15, ge=0, description="context margin around an artifact crop")
     require_vlm_label: bool = Field(True, description="the VLM verdict must say the artifact is visible")
+    partial: bool = Field(False, description="accept images where only some artifacts pass (the failed ones "
+                                             "become ignore regions); default: all or nothing")
 
     @model_validator(mode="after")
     def _window(self) -> CurationConfig:
         if self.lpips_min >= self.lpips_max:
             raise ValueError("lpips_min must be smaller than lpips_max")
+        unchecked = set(TOOLS) - set(self.vlm_check_tools) - set(self.lpips_check_tools)
+        if unchecked:
+            raise ValueError(f"every tool needs a check: add {sorted(unchecked)} to vlm_check_tools or lpips_check_tools")
         return self
 
 
@@ -209,6 +237,11 @@ class FactoryConfig(Strict):
     expected_yield: float = Field(0.5, gt=0, le=1, description="accepted share assumed before any round ends")
     max_rounds: int = Field(20, ge=1)
     round_retries: int = Field(3, ge=0, description="replans of a round whose stream failed (lost node, ...)")
+    max_attempts: int = Field(3, ge=1, description="tries per sample in one run before it is left for a re-run")
+    breaker_window: int = Field(32, ge=1, description="the circuit breaker looks at this many latest samples")
+    breaker_min_failures: int = Field(8, ge=1, description="failures of one stage in the window before it may trip")
+    breaker_failure_share: float = Field(0.5, gt=0, le=1,
+                                         description="stop the job when one stage failed this share of the window")
     overplan: float = Field(1.2, ge=1, description="plan this many times the estimated work per round")
     perception: StageConfig = StageConfig()
     synthesis: StageConfig = StageConfig()
@@ -237,8 +270,10 @@ class Config(Strict):
     output: OutputConfig = OutputConfig()
 
     def config_hash(self) -> str:
-        """Hash of everything that changes what a sample looks like (not where it runs)."""
-        data = self.model_dump(mode="json", exclude={"factory": True, "output": True, "source": True})
+        """Hash of everything that changes what a sample looks like (not where or how robustly it runs:
+        a moved VLM server or new retry settings resume the same run)."""
+        where = {"device": True, "vlm": {"base_url", "api_key_env", "max_concurrency", "max_retries", "timeout_s"}}
+        data = self.model_dump(mode="json", exclude={"factory": True, "output": True, "source": True, "models": where})
         data["factory_seed"] = self.factory.seed
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -249,15 +284,18 @@ def _preset_overrides(name: str) -> dict[str, Any]:
     if name == "tiny":
         # Random tiny models of the production classes: proves mechanics, not artifact quality.
         return {
+            # The VLM is scripted (no model); the tiny Grounding DINO and SAM get a seeded layout
+            # (factory.models.tiny_layout) that meets the real perception thresholds.
+            "models": {"vlm": {"backend": "scripted"}},
             "image": {"min_short_side": 128, "max_side": 192},
-            # Random grounding/SAM give arbitrary boxes and blob masks: keep every box and relax the
-            # size and linking filters so the tools get exercised on the tiny preset.
-            "perception": {"min_part_pixels": 64, "box_threshold": 0.0, "text_threshold": 0.0,
-                           "max_part_fraction": 0.95, "containment": 0.5, "min_entity_fraction": 0.0},
             "injection": {"num_steps": 4, "pe_steps": {"add": 4, "remove": 4, "distort": 3, "fuse": 3},
                           "value_steps": 3, "max_sequence_length": 16},
-            # Random models give arbitrary LPIPS: accept the whole range so mechanics get exercised.
-            "curation": {"lpips_min": 0.0, "lpips_max": 1e9, "require_vlm_label": False},
+            # LPIPS window from the tiny models' own distribution (random AlexNet on tiny-FLUX edits):
+            # the box-crop LPIPS (the default measure) of 64 distort artifacts (19 scikit-image photos x
+            # 4 seeds, this preset, perception + synthesis without Ray) ran 0.016-0.250, median 0.109,
+            # P15 0.046, P85 0.196. The window is P15-P85 rounded, so about 70 % of distortions pass.
+            # The scripted VLM passes 70 % of triplet checks (models.vlm.scripted_visible_share).
+            "curation": {"lpips_min": 0.05, "lpips_max": 0.2, "require_vlm_label": True},
             "factory": {"seeds_per_image": 16, "expected_yield": 0.2},
         }
     if name in ("flux-dev", "flux-schnell"):
@@ -267,7 +305,7 @@ def _preset_overrides(name: str) -> dict[str, Any]:
                 "device": "cuda",
                 "dtype": "bfloat16",
                 "vlm": {"backend": "vllm", "model": {"kind": "pretrained", "path": "Qwen/Qwen2.5-VL-7B-Instruct"}},
-                "grounding": {"kind": "pretrained", "path": "IDEA-Research/grounding-dino-base"},
+                "grounding": {"kind": "pretrained", "path": "IDEA-Research/grounding-dino-tiny"},
                 "segmentation": {"kind": "pretrained", "path": "facebook/sam-vit-huge"},
                 "flux": {"kind": "pretrained", "path": flux_id},
                 "lpips": {"kind": "pretrained", "path": "alex"},
@@ -279,8 +317,10 @@ def _preset_overrides(name: str) -> dict[str, Any]:
             },
         }
         if name == "flux-schnell":
-            # Schnell is timestep-distilled and guidance-free: fewer steps, no guidance embedding.
+            # Schnell is timestep-distilled and guidance-free: fewer steps, no guidance embedding, and
+            # sampled without the resolution time shift.
             overrides["injection"] = {"num_steps": 4, "guidance_invert": 0.0, "guidance_denoise": 0.0,
+                                      "time_shift": False,
                                       "pe_steps": {"add": 4, "remove": 4, "distort": 3, "fuse": 3},
                                       "value_steps": 3, "max_sequence_length": 256}
         return overrides

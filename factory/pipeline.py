@@ -8,6 +8,12 @@ planned in rounds of (source image, seed) pairs sized from the yield measured so
 streams finished rows from Ray Data, commits them in shards, and stops the stream the moment the
 n-th accepted row is committed (surplus rows in flight are dropped, not written, so they are not
 "finished" and nothing is duplicated). A changed config on an existing ``--out`` is refused.
+
+A sample the infrastructure failed (``status == "failed"``: a server down, out of memory, a bug)
+is never committed: its traceback goes to ``OUT/errors.jsonl``, it is planned again in a later
+round (at most ``factory.max_attempts`` tries per run), and when one stage fails a large share of
+the latest samples the circuit breaker stops the job with ``StageFailingError`` — the sources stay
+unconsumed, and the same command resumes once the cause is fixed.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import json
 import logging
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -26,7 +32,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from factory.config import TOOLS, Config
+from factory.config import TOOLS, Config, FactoryConfig
 from factory.stages import STAGES, decode_sources, sample_seed, work_schema
 from shards.record import Sample, from_transport_table, make_sample_id
 
@@ -37,6 +43,10 @@ STATE_FILE = "flawforge.json"
 
 class OutputMismatchError(RuntimeError):
     """The output directory holds a run made with a different config."""
+
+
+class StageFailingError(RuntimeError):
+    """A stage keeps failing (infrastructure or a bug); the message is the one line to show."""
 
 
 @dataclass
@@ -85,6 +95,64 @@ def reason_code(reason: str) -> str:
     """``bad_input:truncated: ...`` → ``bad_input:truncated``: the countable part of a reason."""
     parts = reason.split(":")
     return ":".join(p.strip() for p in parts[:2]) if parts[0] == "bad_input" else parts[0].strip()
+
+
+@dataclass
+class Failures:
+    """This run's failed samples: attempts per sample, counts per stage and error, the breaker.
+
+    The breaker watches the latest ``breaker_window`` samples that came back (finished or failed):
+    once one stage failed at least ``breaker_min_failures`` of them and at least
+    ``breaker_failure_share`` of the window, the job must stop.
+    """
+
+    policy: FactoryConfig
+    attempts: Counter = field(default_factory=Counter)  # sample_id -> failed tries this run
+    counts: Counter = field(default_factory=Counter)  # (stage, error type) -> failures this run
+    first_error: dict[str, str] = field(default_factory=dict)  # stage -> first "Type: message"
+    window: deque = field(default_factory=deque)  # failing stage, or None for a finished sample
+
+    def record(self, sample: Sample) -> dict[str, Any]:
+        """Count one failed sample; return its ``errors.jsonl`` entry."""
+        stage, kind = sample.failure.get("stage", "unknown"), sample.failure.get("type", "Error")
+        self.attempts[sample.sample_id] += 1
+        self.counts[(stage, kind)] += 1
+        self.first_error.setdefault(stage, f"{kind}: {sample.failure.get('message', '')}"[:300])
+        self._observe(stage)
+        return {"sample_id": sample.sample_id, "source_id": sample.source_id, "seed": sample.seed,
+                "attempt": self.attempts[sample.sample_id], **sample.failure}
+
+    def finished(self) -> None:
+        self._observe(None)
+
+    def _observe(self, stage: str | None) -> None:
+        self.window.append(stage)
+        while len(self.window) > self.policy.breaker_window:
+            self.window.popleft()
+
+    def given_up(self) -> set[str]:
+        """Samples that failed ``max_attempts`` times: not planned again in this run (nor committed)."""
+        return {sid for sid, k in self.attempts.items() if k >= self.policy.max_attempts}
+
+    def tripped(self) -> str | None:
+        """The one-line reason to stop, when a stage fails too much of the latest samples."""
+        failing = Counter(stage for stage in self.window if stage is not None)
+        for stage, count in failing.most_common(1):
+            if count >= self.policy.breaker_min_failures and count >= self.policy.breaker_failure_share * len(self.window):
+                return self.describe(stage, f"{count} of the latest {len(self.window)} samples")
+        return None
+
+    def describe(self, stage: str, how_many: str) -> str:
+        return (f"stage '{stage}' failed {how_many} (first error: {self.first_error.get(stage, '?')}); "
+                "no source was used up: fix the cause and re-run the same command to resume "
+                "(tracebacks in errors.jsonl)")
+
+    def report(self) -> dict[str, Any]:
+        by_stage: dict[str, dict[str, int]] = {}
+        for (stage, kind), count in sorted(self.counts.items()):
+            by_stage.setdefault(stage, {})[kind] = count
+        return {"total": sum(self.counts.values()), "by_stage": by_stage, "samples": len(self.attempts),
+                "given_up": len(self.given_up())}
 
 
 # ------------------------------------------------------------------------------------ output dir
@@ -177,7 +245,9 @@ def candidates(config: Config) -> Iterator[WorkItem]:
 
 def plan_round(pool: list[WorkItem], done: set[str], needed: int, yield_estimate: float,
                overplan: float) -> list[WorkItem]:
-    """The next round: enough unfinished pairs to reach ``needed`` accepted at the estimated yield."""
+    """The next round: enough unfinished pairs to reach ``needed`` accepted at the estimated yield.
+
+    ``done`` holds the committed samples and those that failed too often in this run."""
     size = math.ceil(needed / max(yield_estimate, 0.05) * overplan)
     return [w for w in pool if w.sample_id not in done][:max(size, 1)]
 
@@ -256,7 +326,11 @@ def init_ray(config: Config) -> None:
 
 
 def run_factory(n: int, config: Config, out: str) -> dict[str, Any]:
-    """Run (or resume, or extend) the job until ``n`` accepted samples are committed to ``out``."""
+    """Run (or resume, or extend) the job until ``n`` accepted samples are committed to ``out``.
+
+    Raises ``StageFailingError`` (after committing what finished and writing the report) when a
+    stage keeps failing; nothing it failed is committed, so the same call resumes after the fix.
+    """
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
     started = time.time()
@@ -270,13 +344,16 @@ def run_factory(n: int, config: Config, out: str) -> dict[str, Any]:
 
     pool = list(candidates(config))
     rounds: list[dict[str, Any]] = []
-    processed = failures = 0
+    failures = Failures(config.factory)
+    processed = stream_errors = 0
+    stopped: str | None = None
     if ledger.accepted < n:
         init_ray(config)
-    while ledger.accepted < n and len(rounds) < config.factory.max_rounds:
+    while ledger.accepted < n and len(rounds) < config.factory.max_rounds and stopped is None:
         finished = len(ledger.status)
         estimate = ledger.accepted / finished if finished >= 4 else config.factory.expected_yield
-        items = plan_round(pool, set(ledger.status), n - ledger.accepted, estimate, config.factory.overplan)
+        items = plan_round(pool, set(ledger.status) | failures.given_up(), n - ledger.accepted, estimate,
+                           config.factory.overplan)
         if not items:
             log.warning("every (source, seed) pair is finished: %d of %d accepted; add sources or raise "
                         "factory.seeds_per_image", ledger.accepted, n)
@@ -285,9 +362,16 @@ def run_factory(n: int, config: Config, out: str) -> dict[str, Any]:
         log.info("round %d: %d samples planned (yield estimate %.2f)", round_info["round"], len(items), estimate)
         buffer = ShardBuffer(output, config, ledger)
         dataset = build_dataset(items, config)
+        failed_this_round = 0
         try:
             for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
                 for sample in from_transport_table(batch):
+                    if sample.status == "failed":  # never committed: planned again in a later round
+                        entry = failures.record(sample)
+                        output.append_text("errors.jsonl", json.dumps({"round": round_info["round"], **entry}) + "\n")
+                        failed_this_round += 1
+                        continue
+                    failures.finished()
                     if sample.status == "accepted" and buffer.accepted >= n:
                         continue  # surplus: never committed, so never finished; a larger --n may redo it
                     _stamp(sample, config)
@@ -295,26 +379,37 @@ def run_factory(n: int, config: Config, out: str) -> dict[str, Any]:
                     processed += 1
                 if buffer.accepted >= n:
                     break  # stops the stream: in-flight work is dropped, nothing half-written
+                if stopped := failures.tripped():
+                    log.error("circuit breaker: %s", stopped)
+                    break  # stops the stream; what finished is still committed below
                 buffer.flush_if_due()
-        except Exception as err:  # agents catch their own errors: this is infrastructure (lost node, ...)
-            failures += 1
+        except Exception as err:  # agents' errors arrive as failed rows: this is the stream itself (lost node, ...)
+            stream_errors += 1
             round_info["error"] = f"{type(err).__name__}: {err}"[:500]
             log.warning("round %d failed (%s); replanning from the committed shards (%d/%d)",
-                        round_info["round"], round_info["error"], failures, config.factory.round_retries)
-            if failures > config.factory.round_retries:
+                        round_info["round"], round_info["error"], stream_errors, config.factory.round_retries)
+            if stream_errors > config.factory.round_retries:
                 buffer.flush()
                 raise
         buffer.flush()
         output.append_text("ray_data_stats.txt", f"=== round {round_info['round']} ===\n{_stats(dataset)}\n")
         round_info["finished"] = len(ledger.status) - finished
+        round_info["failed"] = failed_this_round
         round_info["accepted_total"] = ledger.accepted
         rounds.append(round_info)
+    if stopped is None and ledger.accepted < n and failures.given_up():
+        stage = max(failures.first_error, key=lambda st: sum(c for (s, _), c in failures.counts.items() if s == st))
+        stopped = failures.describe(stage, f"{len(failures.given_up())} sample(s) {config.factory.max_attempts} times each")
 
     report = build_report(n, output, config, rounds, processed, resumed_with, time.time() - started)
+    report["failed"] = failures.report()
+    report["stopped"] = stopped
     output.write_json("report.json", report)
     from shards.card import write_dataset_card
 
     write_dataset_card(output.url, report, config.model_dump(mode="json"), tiny=config.preset == "tiny")
+    if stopped is not None:
+        raise StageFailingError(stopped)
     return report
 
 

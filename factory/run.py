@@ -17,6 +17,7 @@ import sys
 from factory.config import PRESETS, ConfigError, load_config
 
 EXIT_INCOMPLETE = 3
+EXIT_STAGE_FAILING = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Manufacture n accepted artifact samples as Parquet shards (resumable).",
         epilog="Outputs: OUT/data/*.parquet, OUT/README.md (dataset card), OUT/report.json, "
                "OUT/flawforge.json (the run's config, guards resume). Exit status: 0 done, "
-               f"2 bad arguments or config, {EXIT_INCOMPLETE} sources exhausted before n accepted.",
+               f"2 bad arguments or config, {EXIT_INCOMPLETE} sources exhausted before n accepted, "
+               f"{EXIT_STAGE_FAILING} a stage kept failing (server down, out of memory, a bug: nothing is "
+               "used up; fix it and re-run the same command).",
     )
     parser.add_argument("--n", type=int, required=True,
                         help="number of ACCEPTED samples the output must hold when the job ends")
@@ -66,13 +69,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(config.model_dump(mode="json"), indent=2))
         return 0
 
-    from factory.pipeline import OutputMismatchError, run_factory
+    from factory.pipeline import OutputMismatchError, StageFailingError, run_factory
 
     try:
         report = run_factory(args.n, config, args.out)
     except (OutputMismatchError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except StageFailingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_STAGE_FAILING
     print(json.dumps(report, indent=2))
     if not report["complete"]:
         print(f"incomplete: {report['accepted']} of {args.n} accepted; see report.json", file=sys.stderr)

@@ -1,32 +1,43 @@
 """The Ray Data stages: one callable per agent, loading its models once per actor.
 
 Each stage maps a ``pyarrow`` batch in the transport schema (``shards.record.row_schema``) to a
-batch in the same schema, one row in and one row out, so rejected samples keep flowing with their
-reason and resume can key on ``sample_id``. An exception inside an agent rejects the samples of
-that batch with the reason instead of failing the job; a crashed actor process is restarted by Ray
-Data (its actor pools default to unlimited restarts and task retries).
+batch in the same schema, one row in and one row out, so every sample keeps flowing to the driver
+with its outcome and resume can key on ``sample_id``. Outcomes are kept apart by who said no:
+
+* the *data* (a bad file, nothing found, a check failed): the agent rejects the sample with a
+  reason — a final answer, committed like an accepted row;
+* the *infrastructure* (a VLM server down after its retries, CUDA out of memory at batch size 1,
+  any unexpected exception — a bug): the stage marks the batch's samples ``failed`` with the
+  traceback. The driver never commits a failed sample; it retries it in a later round and stops
+  the job when a stage keeps failing. CUDA out-of-memory first halves the batch and retries.
+
+A crashed actor process is restarted by Ray Data (unlimited restarts and task retries by default).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
-import traceback
 from typing import Callable
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from factory.config import Config
 from shards.images import encode_png
 from shards.record import Sample, SourceInfo, from_transport_table, to_transport_table
+
+log = logging.getLogger("flawforge.stages")
 
 
 def decode_sources(batch: pa.Table, config_json: str) -> pa.Table:
     """Work items (sample_id, source_id, seed, uri, data) → samples with ``real_image`` set.
 
     Runs as plain Ray tasks (CPU): reading bytes, decoding, EXIF transpose, RGB, and resizing to
-    the processed size. A bad file becomes a rejected sample with the reason.
+    the processed size. A bad or missing file becomes a rejected sample with the reason; any other
+    error (a storage outage, permissions, a bug) fails the sample, so the source is tried again.
     """
     from factory.sources import ImageRejected, SourceItem, decode_source, prepare_image, read_bytes
 
@@ -45,8 +56,10 @@ def decode_sources(batch: pa.Table, config_json: str) -> pa.Table:
             sample.real_image = encode_png(np.ascontiguousarray(rgb))
         except ImageRejected as err:
             sample.reject(f"bad_input:{err.reason}")
-        except Exception as err:  # unreadable URI, permissions, ...: recorded, never fatal
-            sample.reject(f"bad_input:read_error:{type(err).__name__}: {err}"[:300])
+        except (FileNotFoundError, IsADirectoryError) as err:  # the listing names a file that is not there
+            sample.reject(f"bad_input:missing:{type(err).__name__}")
+        except Exception as err:  # storage outage, permissions, a bug: retried, never used up
+            sample.fail("decode", err)
         sample.provenance = {"timings": {"decode": time.perf_counter() - start}}
         samples.append(sample)
     return to_transport_table(samples)
@@ -66,22 +79,42 @@ class AgentStage:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         samples = from_transport_table(batch)
-        pending = [s for s in samples if not s.is_rejected]
+        pending = [s for s in samples if s.is_pending]
         start = time.perf_counter()
         if pending:
-            try:
-                by_id = {s.sample_id: s for s in self.agent(pending)}
-            except Exception as err:  # the whole batch failed: reject it with the reason, go on
-                reason = f"{self.name}_error:{type(err).__name__}: {err}"[:300]
-                traceback.print_exc()
-                by_id = {s.sample_id: s.reject(reason) for s in pending}
-            samples = [by_id.get(s.sample_id, s) for s in samples]
+            self.run_agent(pending)
         per_sample = (time.perf_counter() - start) / max(len(pending), 1)
-        pending_ids = {s.sample_id for s in pending}
-        for s in samples:
-            if s.sample_id in pending_ids:
-                s.provenance.setdefault("timings", {})[self.name] = per_sample
+        for s in pending:
+            s.provenance.setdefault("timings", {})[self.name] = per_sample
         return to_transport_table(samples)
+
+    def run_agent(self, samples: list[Sample]) -> None:
+        """Run the agent on ``samples`` in place; out of memory halves the batch, other errors fail it."""
+        try:
+            self.agent(samples)  # agents fill in their samples in place
+        except torch.OutOfMemoryError as err:
+            if len(samples) == 1:
+                samples[0].fail(self.name, err)
+                return
+            _free_accelerator_memory()
+            half = len(samples) // 2
+            log.warning("%s: out of memory on a batch of %d; retrying as %d + %d", self.name, len(samples),
+                        half, len(samples) - half)
+            self.run_agent(samples[:half])
+            self.run_agent(samples[half:])
+            return
+        except Exception as err:  # a server down, a bug, ...: the infrastructure said no
+            log.exception("%s failed on a batch of %d", self.name, len(samples))
+            for s in samples:
+                s.fail(self.name, err)
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class PerceptionStage(AgentStage):

@@ -28,11 +28,12 @@ COLUMNS = """\
 | `sample_id` | string | deterministic id: hash of source id, seed and config hash |
 | `source_id` | string | id of the source photo |
 | `seed` | int64 | seed of this (source, seed) unit of work |
-| `status` | string | `accepted` or `rejected` |
+| `status` | string | `accepted` or `rejected` (samples the infrastructure failed are never written) |
 | `reject_reason` | string | why a rejected row was rejected (empty when accepted) |
-| `image` | image (PNG) | the photo with injected artifacts; null when the row was rejected before synthesis |
-| `real_image` | image (PNG) | the original photo at the processed size; null if it could not be decoded |
-| `mask` | image (PNG, mode L) | 0 = clean, k = artifact k (1-based, order of `artifacts`), 255 = ignore |
+| `image` | image (PNG) | the photo with injected artifacts, composited onto `clean_image`; null when the row was rejected before synthesis |
+| `real_image` | image (PNG) | the original photo at the processed size (camera pixels); null if it could not be decoded |
+| `clean_image` | image (PNG) | the VAE reconstruction of `real_image` (decode of its encoded latent): `image == clean_image` wherever `mask == 0`, byte for byte |
+| `mask` | image (PNG, mode L) | 0 = clean, k = artifact k (1-based, order of `artifacts`), 255 = ignore (only with `curation.partial`) |
 | `caption` | string | caption of the real photo |
 | `global_explanation` | string | what is wrong with the image as a whole |
 | `artifacts` | list of struct | one entry per planned artifact: `tool`, `kernel`, `entity`, `subentity`, `bbox` [x0, y0, x1, y1] in pixels, `cells`/`reference_cells` token-cell indices (row × W + col), `region_rle` (JSON COCO RLE of the changed pixels), `local_explanation`, `label`, `lpips`, `vlm_verdict` (raw JSON), `accepted`, `reject_reason` |
@@ -42,10 +43,22 @@ COLUMNS = """\
 | `schema_version` | int32 | version of this row format |
 """
 
+THREE_IMAGES = """\
+**Three images per row.** `real_image` is the photo as the camera made it. `clean_image` is its
+reconstruction through the FLUX VAE, and `image` is `clean_image` with the artifacts pasted into the
+masked cells: every pixel of `image` went through the same decoder, so "VAE-decoded pixels" does not
+mark the artifacts, and `image == clean_image` wherever `mask == 0`. Use `clean_image` as the
+negative for a detector (the same decoder fingerprint); `real_image` as an extra negative if you
+want one. Unless the run set `curation.partial`, an image is accepted only when *every* artifact in
+it passed curation, so no accepted image carries an unlabelled edit.
+"""
+
 TINY_NOTE = """\
 > [!WARNING]
-> **TINY PRESET — NOT A REAL DATASET.** This run used the `tiny` preset: every model (FLUX,
-> Grounding DINO, SAM, the VLM, LPIPS) is a *randomly initialised* model of the production class.
+> **TINY PRESET — NOT A REAL DATASET.** This run used the `tiny` preset: FLUX and LPIPS are
+> *randomly initialised* models of the production classes; Grounding DINO and SAM are random models
+> whose outputs are replaced by a seeded geometric layout of boxes and ellipses; the VLM is
+> *scripted* (answers drawn from a fixed lexicon and templates, no model; see `provenance`).
 > The files prove the factory's mechanics (planning, injection, curation, masks, shards, resume),
 > **not artifact quality**. Do not train or evaluate on them.
 """
@@ -110,8 +123,9 @@ def render_card(stats: dict[str, Any], config: dict[str, Any], tiny: bool) -> st
         TINY_NOTE if tiny else "",
         "Real photos with injected structural artifacts (FLUX), each verified and explained, with a "
         "per-pixel artifact mask. One row per (source photo, seed); rejected rows are kept with their "
-        "reason. Load with `datasets.load_dataset(\"<this directory>\")`: `image`, `real_image` and "
-        "`mask` decode as PIL images.\n",
+        "reason. Load with `datasets.load_dataset(\"<this directory>\")`: `image`, `real_image`, "
+        "`clean_image` and `mask` decode as PIL images.\n",
+        THREE_IMAGES,
         "**License:** the images are derived from the source photos; each row's source license "
         "(see `source.uri`) applies.\n",
         "## Run statistics\n",

@@ -2,8 +2,10 @@
 
 ``python -m shards.export --format llamafactory --shards DIR [DIR ...] --out EXPORT``
 
-Writes ``EXPORT/images/*.png`` (every accepted row's artifact image, and its real photo once per
-source as a negative), ``EXPORT/flawforge_train.json`` and ``EXPORT/flawforge_val.json`` (lists of
+Writes ``EXPORT/images/*.png`` (every accepted row's artifact image, and once per source its
+negative: ``--negatives clean`` the VAE reconstruction the artifacts were composited onto, the
+default, so the decoder's fingerprint is no cue; ``real`` the camera photo; ``both``),
+``EXPORT/flawforge_train.json`` and ``EXPORT/flawforge_val.json`` (lists of
 ``{"messages": [...], "images": [...]}`` records, image paths relative to ``EXPORT``, which is
 LLaMA-Factory's default media directory) and ``EXPORT/dataset_info.json`` naming them
 ``flawforge_train`` / ``flawforge_val``. The split is ``shards.split``'s, by source image, with the
@@ -11,7 +13,9 @@ same ``--val-fraction`` as the detector's: fine-tune on ``flawforge_train``, pre
 ``flawforge_val``, score with ``detector.vlm_eval``. The assistant answers with a JSON list of the artifacts in
 Qwen2.5-VL's grounding convention — ``{"bbox_2d": [x1, y1, x2, y2], "label": ...}`` in absolute
 pixels of the image as stored — each with its local explanation, followed by the global
-explanation; a real photo is answered "no artifacts". ``parse_answer`` takes such a reply apart
+explanation; a negative is answered "no artifacts". An image with an artifact that failed curation
+(kept only by ``curation.partial`` runs) is never exported: its answer would not describe a visible
+edit. ``parse_answer`` takes such a reply apart
 again (for scoring a fine-tuned model's answers, ``detector.vlm_eval``).
 """
 
@@ -26,7 +30,7 @@ from typing import Sequence
 
 from shards.images import decode_image
 from shards.reader import iter_samples
-from shards.record import Artifact, Sample
+from shards.record import NEGATIVE_COLUMNS, Artifact, Sample
 from shards.split import DEFAULT_VAL_FRACTION, split_of
 
 SPLITS = ("train", "val")
@@ -46,7 +50,8 @@ def data_file(split: str) -> str:
 @dataclass
 class ExportStats:
     artifact_images: int = 0
-    real_images: int = 0
+    negative_images: int = 0
+    skipped_partial: int = 0  # accepted rows with a failed artifact in the image
     records: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
 
 
@@ -114,14 +119,17 @@ def dataset_info() -> dict:
 
 
 def export_llamafactory(shards: str | Path | Sequence[str | Path], out: str | Path,
-                        val_fraction: float = DEFAULT_VAL_FRACTION) -> ExportStats:
+                        val_fraction: float = DEFAULT_VAL_FRACTION, negatives: str = "clean") -> ExportStats:
     """Write the images, the train / val conversations and ``dataset_info.json`` under ``out``."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     records: dict[str, list[dict]] = {split: [] for split in SPLITS}
-    stats, seen_real = ExportStats(), set()
+    stats, seen_negative = ExportStats(), set()
     for sample in iter_samples(shards):
         if sample.status != "accepted" or not sample.image:
+            continue
+        if not all(a.accepted for a in sample.artifacts):
+            stats.skipped_partial += 1
             continue
         split = records[split_of(sample.source_id, val_fraction)]
         image = decode_image(sample.image)
@@ -129,12 +137,14 @@ def export_llamafactory(shards: str | Path | Sequence[str | Path], out: str | Pa
         (out / rel).write_bytes(sample.image)
         split.append(_record(rel, answer(sample, image.width, image.height)))
         stats.artifact_images += 1
-        if sample.real_image and sample.source_id not in seen_real:
-            seen_real.add(sample.source_id)
-            rel = f"images/{sample.sample_id}_real.png"
-            (out / rel).write_bytes(sample.real_image)
-            split.append(_record(rel, NO_ARTIFACTS))
-            stats.real_images += 1
+        for column in NEGATIVE_COLUMNS[negatives]:
+            data = getattr(sample, column)
+            if data and (sample.source_id, column) not in seen_negative:
+                seen_negative.add((sample.source_id, column))
+                rel = f"images/{sample.sample_id}_{column.removesuffix('_image')}.png"
+                (out / rel).write_bytes(data)
+                split.append(_record(rel, NO_ARTIFACTS))
+                stats.negative_images += 1
     for name, rows in records.items():
         (out / data_file(name)).write_text(json.dumps(rows, indent=2, ensure_ascii=False))
         stats.records[name] = len(rows)
@@ -149,8 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
                         help="share of source images held out (same split as detector.train's)")
+    parser.add_argument("--negatives", choices=sorted(NEGATIVE_COLUMNS), default="clean",
+                        help="'no artifacts' images: the VAE reconstruction (clean, default), the photo, or both")
     args = parser.parse_args(argv)
-    stats = export_llamafactory(args.shards, args.out, args.val_fraction)
+    stats = export_llamafactory(args.shards, args.out, args.val_fraction, args.negatives)
     print(json.dumps({"out": args.out, **stats.__dict__}))
 
 

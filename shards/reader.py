@@ -34,7 +34,7 @@ def _sample(row: dict[str, Any]) -> Sample:
     if row["schema_version"] > SCHEMA_VERSION:
         raise ValueError(f"shard row {row['sample_id']} has schema version {row['schema_version']}; "
                          f"this code reads up to {SCHEMA_VERSION}")
-    images = {c: row[c]["bytes"] if row[c] is not None else b"" for c in IMAGE_COLUMNS}
+    images = {c: row[c]["bytes"] if row.get(c) is not None else b"" for c in IMAGE_COLUMNS}  # v1: no clean_image
     return Sample(
         sample_id=row["sample_id"],
         source_id=row["source_id"],

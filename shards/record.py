@@ -1,8 +1,10 @@
 """The record that flows through every stage: one ``Sample`` per (source image, seed).
 
 Stages fill it in order — perception sets ``real_image``, ``caption``, ``plan``; synthesis sets
-``image`` and each planned artifact's ``region``; curation sets verdicts, explanations, ``mask``
-and the final ``status``. Between Ray Data stages a sample travels as a flat row
+``image``, ``clean_image`` and each planned artifact's ``region``; curation sets verdicts, explanations, ``mask``
+and the final ``status``. A sample ends ``accepted``, ``rejected`` (the data said no) or
+``failed`` (the infrastructure said no: a server down, out of memory, a bug); a failed sample is
+never committed to a shard, so it is retried later. Between Ray Data stages a sample travels as a flat row
 (``to_row``/``from_row``): ids, status and images as plain columns, nested parts as JSON strings,
 so every stage sees the same columns and rejected samples keep flowing with their reason.
 The Parquet shard schema (``shards.schema``) is the persisted form of the same record.
@@ -12,13 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import traceback
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-Status = Literal["pending", "accepted", "rejected"]
-SCHEMA_VERSION = 1
+Status = Literal["pending", "accepted", "rejected", "failed"]
+SCHEMA_VERSION = 2  # 2: clean_image
 ARTIFACT_TOOLS = ("add", "remove", "distort", "fuse")  # the values of ``Artifact.tool``
 MASK_IGNORE = 255  # ``Sample.mask`` value of a failed artifact's region: neither clean nor artifact
+# Which images of a row serve as "no artifacts" examples: the VAE reconstruction, the photo, or both.
+NEGATIVE_COLUMNS = {"clean": ("clean_image",), "real": ("real_image",), "both": ("clean_image", "real_image")}
 
 
 def make_sample_id(source_id: str, seed: int, config_hash: str) -> str:
@@ -64,6 +69,7 @@ class Sample:
     reject_reason: str = ""
     source: SourceInfo = field(default_factory=SourceInfo)
     real_image: bytes = b""  # PNG of the original at the processed size
+    clean_image: bytes = b""  # PNG of its VAE reconstruction: ``image`` equals it wherever ``mask == 0``
     image: bytes = b""  # PNG of the artifact image
     mask: bytes = b""  # PNG, uint8: 0 clean, k = artifact k (1-based), 255 = ignore
     caption: str = ""
@@ -71,21 +77,38 @@ class Sample:
     plan: dict[str, Any] = field(default_factory=dict)  # perception output (entities, parts, RLEs)
     artifacts: list[Artifact] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
+    failure: dict[str, Any] = field(default_factory=dict)  # stage, type, message, traceback; never stored
 
     # ---------------------------------------------------------------------------------- states
     def reject(self, reason: str) -> Sample:
-        """Mark rejected with a reason; later stages pass a rejected sample through unchanged."""
-        if self.status != "rejected":
+        """The data says no: mark rejected with a reason; later stages pass it through unchanged."""
+        if self.status == "pending":
             self.status = "rejected"
             self.reject_reason = reason
         return self
+
+    def fail(self, stage: str, error: BaseException) -> Sample:
+        """The infrastructure says no (or a bug): the sample is retried later, never committed."""
+        self.status = "failed"
+        self.failure = {
+            "stage": stage,
+            "type": type(error).__name__,
+            "message": str(error)[:1000],
+            "traceback": "".join(traceback.format_exception(error))[-8000:],
+        }
+        return self
+
+    @property
+    def is_pending(self) -> bool:
+        """Still on its way: neither rejected nor failed nor finished."""
+        return self.status == "pending"
 
     @property
     def is_rejected(self) -> bool:
         return self.status == "rejected"
 
     # ------------------------------------------------------------------------------- transport
-    _JSON_FIELDS = ("source", "plan", "artifacts", "provenance")
+    _JSON_FIELDS = ("source", "plan", "artifacts", "provenance", "failure")
 
     def to_row(self) -> dict[str, Any]:
         row: dict[str, Any] = {}
@@ -121,6 +144,7 @@ class Sample:
             reject_reason=text("reject_reason") or "",
             source=SourceInfo(**json.loads(row.get("source") or "{}")),
             real_image=blob("real_image"),
+            clean_image=blob("clean_image"),
             image=blob("image"),
             mask=blob("mask"),
             caption=text("caption") or "",
@@ -128,6 +152,7 @@ class Sample:
             plan=json.loads(row.get("plan") or "{}"),
             artifacts=[Artifact(**a) for a in json.loads(row.get("artifacts") or "[]")],
             provenance=json.loads(row.get("provenance") or "{}"),
+            failure=json.loads(row.get("failure") or "{}"),
         )
 
 
@@ -136,9 +161,9 @@ def row_schema():
     import pyarrow as pa
 
     text = ("sample_id", "source_id", "status", "reject_reason", "source", "caption",
-            "global_explanation", "plan", "artifacts", "provenance")
+            "global_explanation", "plan", "artifacts", "provenance", "failure")
     types = {name: pa.string() for name in text}
-    types.update(seed=pa.int64(), real_image=pa.binary(), image=pa.binary(), mask=pa.binary())
+    types.update(seed=pa.int64(), real_image=pa.binary(), clean_image=pa.binary(), image=pa.binary(), mask=pa.binary())
     return pa.schema([(f.name, types[f.name]) for f in fields(Sample)])
 
 

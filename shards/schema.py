@@ -1,8 +1,8 @@
-"""The persisted shard schema (DESIGN §7): one Parquet row per ``Sample``.
+"""The persisted shard schema (README, "Output format"): one Parquet row per ``Sample``.
 
 Owns the Arrow schema ``SHARD_SCHEMA`` and the Hugging Face ``datasets`` feature declaration that
 travels with it (the ``huggingface`` schema-metadata key, and the YAML form used by the dataset
-card), so ``datasets.load_dataset`` decodes ``image``, ``real_image`` and ``mask`` as PIL images.
+card), so ``datasets.load_dataset`` decodes ``image``, ``real_image``, ``clean_image`` and ``mask`` as PIL images.
 The feature declaration is derived from the Arrow types, so the two cannot drift apart.
 """
 
@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from shards.record import SCHEMA_VERSION
 
-IMAGE_COLUMNS = ("image", "real_image", "mask")
+IMAGE_COLUMNS = ("image", "real_image", "clean_image", "mask")
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
 ARTIFACT_TYPE = pa.struct([
@@ -50,6 +50,7 @@ _FIELDS = pa.schema([
     ("reject_reason", pa.string()),
     ("image", IMAGE_TYPE),
     ("real_image", IMAGE_TYPE),
+    ("clean_image", IMAGE_TYPE),
     ("mask", IMAGE_TYPE),
     ("caption", pa.string()),
     ("global_explanation", pa.string()),

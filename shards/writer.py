@@ -1,4 +1,4 @@
-"""Writing samples to Parquet shards (DESIGN §7).
+"""Writing samples to Parquet shards (README, "Output format").
 
 Owns the Sample → shard-row conversion and the file layout: one row group per
 ``row_group_size`` samples, image columns stored uncompressed and without dictionaries or

@@ -20,6 +20,14 @@ FOLDER_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", 
 FACTORY_N = 48  # accepted rows in the session's factory run
 
 
+def factory_env() -> dict[str, str]:
+    """The environment of a ``python -m factory.run`` subprocess: offline, this checkout, its own local Ray."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_USAGE_STATS_ENABLED="0", HF_HUB_OFFLINE="1",
+               PYTHONPATH=str(ROOT))
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
 @pytest.fixture(scope="session")
 def photo_folder(tmp_path_factory) -> Path:
     """``FOLDER_PHOTOS`` written as PNG files, one source image each."""
@@ -33,11 +41,19 @@ def photo_folder(tmp_path_factory) -> Path:
 def factory_shards(photo_folder, tmp_path_factory) -> Path:
     """``python -m factory.run --n FACTORY_N --preset tiny --source PHOTOS``: a real run directory."""
     out = tmp_path_factory.mktemp("factory") / "run"
-    env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_USAGE_STATS_ENABLED="0", HF_HUB_OFFLINE="1",
-               PYTHONPATH=str(ROOT))
-    env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, "-m", "factory.run", "--n", str(FACTORY_N), "--preset", "tiny",
            "--source", str(photo_folder), "--out", str(out)]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, cwd=ROOT, env=factory_env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """``python -m factory.models.tiny --out DIR``: every role's tiny model in the real presets' layouts,
+    plus ``DIR/cpu.yaml`` / ``DIR/cpu-sam2.yaml`` pointing a real preset at them on a CPU."""
+    from factory.models.tiny import main
+
+    out = tmp_path_factory.mktemp("tiny_weights")
+    assert main(["--out", str(out)]) == 0
     return out

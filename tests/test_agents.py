@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from skimage import data
 
-from agents.curation import CurationAgent, masked_lpips, region_bbox, triplet_images
+from agents.curation import CurationAgent, box_lpips, masked_lpips, region_bbox, triplet_images
 from agents.perception import PerceptionAgent, containment, link_parts, phrase_spans
 from agents.synthesis import encode_rle
 from agents.vlm import VLMResult
@@ -83,6 +84,12 @@ def test_lpips_is_measured_on_the_change_region_not_its_box():
     in_box[y0:y1, x0:x1] = True
     on_region, on_box = masked_lpips(lpips_model, real, fake, region), masked_lpips(lpips_model, real, fake, in_box)
     assert on_region > on_box * 1.2
+    # The authors' measure (the default): plain LPIPS of the two crops at the region's box.
+    crops = [torch.from_numpy(a[y0:y1, x0:x1].copy()).permute(2, 0, 1)[None].float() / 127.5 - 1 for a in (real, fake)]
+    with torch.no_grad():
+        expected = float(lpips_model(*crops).mean())
+    assert box_lpips(lpips_model, real, fake, region, min_side=16) == pytest.approx(expected, rel=1e-3)
+    assert load_config("flux-dev").curation.lpips_measure == "box_crop"
 
 
 def test_triplet_geometry():
@@ -113,35 +120,45 @@ class ScriptedVLM:
 
 def _synthetic_sample(leak=False):
     real = np.asarray(Image.fromarray(data.chelsea()).resize((128, 96)))
-    fake = real.copy()
+    clean = np.clip(real.astype(int) + 3, 0, 255).astype(np.uint8)  # stands in for the VAE reconstruction
+    fake = clean.copy()
     add_region, distort_region = box(96, 128, 10, 30, 10, 40), box(96, 128, 50, 80, 60, 100)
     fake[add_region] = 0
     fake[distort_region] = 255 - fake[distort_region]
     if leak:
         fake[0, 127] = (fake[0, 127].astype(int) + 9) % 256
-    return Sample("x", "src", 0, real_image=encode_png(real), image=encode_png(fake), artifacts=[
+    return Sample("x", "src", 0, real_image=encode_png(real), clean_image=encode_png(clean), image=encode_png(fake),
+                  artifacts=[
         Artifact(tool="add", entity="cat", subentity="ear", region=encode_rle(add_region)),
         Artifact(tool="distort", entity="cat", subentity="leg", region=encode_rle(distort_region))])
 
 
-@pytest.mark.parametrize("visible, lpips_window, expect", [
-    (True, (0.0, 10.0), ("accepted", {1, 2})),
-    (False, (0.0, 10.0), ("accepted", {255, 2})),
-    (True, (5.0, 10.0), ("accepted", {1, 255})),
-    (False, (5.0, 10.0), ("rejected", {255})),
+@pytest.mark.parametrize("partial, visible, lpips_window, expect", [
+    # all or nothing (the default): one failed artifact rejects the image
+    (False, True, (0.0, 10.0), ("accepted", {1, 2}, "")),
+    (False, False, (0.0, 10.0), ("rejected", {255, 2}, "artifact_rejected: add:vlm_not_visible")),
+    (False, True, (5.0, 10.0), ("rejected", {1, 255}, "artifact_rejected: distort:lpips_out_of_window")),
+    (False, False, (5.0, 10.0), ("rejected", {255}, "no_accepted_artifact")),
+    # partial: failed artifacts become ignore regions of an accepted image
+    (True, True, (0.0, 10.0), ("accepted", {1, 2}, "")),
+    (True, False, (0.0, 10.0), ("accepted", {255, 2}, "")),
+    (True, True, (5.0, 10.0), ("accepted", {1, 255}, "")),
+    (True, False, (5.0, 10.0), ("rejected", {255}, "no_accepted_artifact")),
 ])
-def test_curation_labels_mask_per_artifact(visible, lpips_window, expect):
+def test_curation_labels_mask_per_artifact(partial, visible, lpips_window, expect):
     config = load_config("flux-dev", overrides={"curation.lpips_min": lpips_window[0],
-                                                "curation.lpips_max": lpips_window[1]})
+                                                "curation.lpips_max": lpips_window[1], "curation.partial": partial})
     agent = CurationAgent(ScriptedVLM(visible), load_lpips(load_config("tiny").models), config)
     [sample] = agent([_synthetic_sample()])
     assert sample.status == expect[0]
     values = set(np.unique(decode_mask(sample.mask)).tolist()) - {0}
     assert values == expect[1]
-    if sample.status == "accepted":
+    assert sample.reject_reason.startswith(expect[2])
+    if sample.status == "accepted":  # explanations only for what is kept
         assert sample.global_explanation
+        assert all(a.local_explanation for a in sample.artifacts if a.accepted)
     else:
-        assert sample.reject_reason.startswith("no_accepted_artifact")
+        assert not sample.global_explanation
 
 
 def test_curation_rejects_background_leaks():
@@ -154,4 +171,6 @@ def test_curation_with_the_tiny_vlm(tiny):
     config, vlm = tiny
     agent = CurationAgent(vlm, load_lpips(config.models), config)
     [sample] = agent([_synthetic_sample()])
-    assert sample.status == "accepted" and all(a.vlm_verdict for a in sample.artifacts if a.tool == "add")
+    assert all(a.vlm_verdict for a in sample.artifacts if a.tool == "add")  # the VLM judged every add
+    assert sample.status == "accepted" or sample.reject_reason.split(":")[0] in ("artifact_rejected",
+                                                                                  "no_accepted_artifact")

@@ -51,3 +51,36 @@ def test_llamafactory_export(factory_shards, tmp_path):
         loaded = load_dataset("json", data_files=str(out / entry["file_name"]), split="train")
         assert loaded.num_rows == len(records) and loaded.column_names == ["messages", "images"]
     assert not images_by_split["train"] & images_by_split["val"]
+
+
+def test_export_skips_images_with_an_unlabelled_edit_and_offers_both_negatives(tmp_path):
+    """A ``curation.partial`` row (one artifact failed, still in the image) is never described; the
+    negatives are the VAE reconstruction by default, the photo with ``--negatives real``."""
+    import numpy as np
+    from skimage import data as skdata
+
+    from shards.images import encode_png
+    from shards.record import Artifact, Sample
+    from shards.writer import write_shard
+
+    photo = np.asarray(Image.fromarray(skdata.coffee()).resize((64, 48)))
+    clean = photo // 2 + 10
+
+    def row(sample_id: str, source_id: str, second_passed: bool) -> Sample:
+        return Sample(sample_id=sample_id, source_id=source_id, seed=0, status="accepted",
+                      real_image=encode_png(photo), clean_image=encode_png(clean), image=encode_png(255 - clean),
+                      mask=encode_png(np.ones((48, 64), np.uint8)), global_explanation="broken",
+                      artifacts=[Artifact(tool="add", bbox=[0, 0, 10, 10], accepted=True, local_explanation="x"),
+                                 Artifact(tool="fuse", bbox=[20, 20, 30, 30], accepted=second_passed)])
+
+    write_shard([row("whole", "a", True), row("partial", "b", False)], tmp_path / "run" / "data" / "p.parquet")
+    for negatives, column in (("clean", clean), ("real", photo)):
+        out = tmp_path / f"export_{negatives}"
+        main(["--format", "llamafactory", "--shards", str(tmp_path / "run"), "--out", str(out),
+              "--val-fraction", "0", "--negatives", negatives])
+        records = json.loads((out / data_file("train")).read_text())
+        described = [r for r in records if r["messages"][1]["content"] != NO_ARTIFACTS]
+        negative = [r for r in records if r["messages"][1]["content"] == NO_ARTIFACTS]
+        assert [r["images"][0] for r in described] == ["images/whole.png"]  # "partial" is skipped
+        assert len(negative) == 1
+        assert np.array_equal(np.asarray(Image.open(out / negative[0]["images"][0])), column)

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +23,14 @@ from factory.config import load_config
 from factory.pipeline import OutputMismatchError, run_factory
 from shards.images import decode_array, decode_mask
 from shards.reader import iter_samples
+from tests.conftest import factory_env
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_USAGE_STATS_ENABLED="0", HF_HUB_OFFLINE="1")
-    env["PYTHONPATH"] = str(ROOT)
-    env.pop("RAY_ADDRESS", None)
-    return env
+    return factory_env()
 
 
 def _factory_cmd(out: Path, n: int, *extra: str) -> list[str]:
@@ -40,7 +38,8 @@ def _factory_cmd(out: Path, n: int, *extra: str) -> list[str]:
 
 
 def assert_valid_run(out: Path, n: int) -> list:
-    """Exactly n accepted unique ids; mask-0 pixels equal the real image; report matches shards."""
+    """Exactly n accepted unique ids; ``image == clean_image`` wherever ``mask == 0``, byte for byte;
+    every artifact of an accepted image passed (all or nothing); the report matches the shards."""
     samples = list(iter_samples(out))
     ids = [s.sample_id for s in samples]
     assert len(ids) == len(set(ids)), "duplicate sample ids"
@@ -48,11 +47,12 @@ def assert_valid_run(out: Path, n: int) -> list:
     assert len(accepted) == n
     for s in accepted:
         real, image, mask = decode_array(s.real_image), decode_array(s.image), decode_mask(s.mask)
-        assert real.shape == image.shape and mask.shape == real.shape[:2]
+        clean_image = decode_array(s.clean_image)
+        assert real.shape == image.shape == clean_image.shape and mask.shape == real.shape[:2]
         assert (mask > 0).any(), "an accepted sample needs a labelled artifact"
         clean = mask == 0
-        assert np.array_equal(real[clean], image[clean]), "pixels outside the mask changed"
-        assert any(a.accepted for a in s.artifacts)
+        assert np.array_equal(clean_image[clean], image[clean]), "pixels outside the mask changed"
+        assert s.artifacts and all(a.accepted for a in s.artifacts) and not (mask == 255).any()
     for s in samples:
         if s.status == "rejected":
             assert s.reject_reason
@@ -89,28 +89,37 @@ def test_tiny_run_end_to_end(tmp_path):
     assert changed.returncode == 2 and "config" in changed.stderr
 
 
-def test_resume_after_driver_kill(tmp_path):
-    out, n = tmp_path / "run", 8
+def test_resume_after_repeated_kill_9_of_the_whole_job(tmp_path):
+    """kill -9 the driver and everything it started, three times at random moments, then the same
+    command: exactly n unique accepted, committed shards never rewritten, no temporaries left."""
+    out, n = tmp_path / "run", 10
     args = _factory_cmd(out, n, "--set", "output.rows_per_file=2", "--set", "output.flush_seconds=0.01")
-    proc = subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 600
-    while time.time() < deadline and len(list((out / "data").glob("*.parquet"))) < 2 and proc.poll() is None:
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
-    proc.wait()
-    before = {f.name: f.read_bytes() for f in (out / "data").glob("*.parquet")}
+    rng = random.Random(20261125)
+    committed: dict[str, bytes] = {}
+    for kill in range(3):
+        proc = subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        deadline = time.time() + 600
+        while (time.time() < deadline and proc.poll() is None
+               and len(list((out / "data").glob("*.parquet"))) <= len(committed)):
+            time.sleep(0.1)
+        time.sleep(rng.uniform(0.0, 1.5))  # somewhere after a commit: mid-stream, mid-write, mid-flush
+        assert proc.poll() is None, f"the run finished before kill {kill + 1}; make it longer"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        now = {f.name: f.read_bytes() for f in (out / "data").glob("*.parquet")}
+        assert all(now[name] == data for name, data in committed.items()), "a committed shard changed"
+        assert len(now) > len(committed)
+        committed = now
     done_before = {s.sample_id for s in iter_samples(out)}
-    assert done_before
 
     resumed = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     samples = assert_valid_run(out, n)
     report = json.loads((out / "report.json").read_text())
     assert report["resumed_with"] == len(done_before)
-    # Nothing committed before the kill was recomputed: old files untouched, new rows are new ids.
-    for name, data in before.items():
+    # Nothing committed before the kills was recomputed: old files untouched, new rows are new ids.
+    for name, data in committed.items():
         assert (out / "data" / name).read_bytes() == data
     assert report["processed_this_run"] == len(samples) - len(done_before)
     for f in (out / "data").iterdir():

@@ -48,19 +48,23 @@ def test_empty_mapping_is_exact_and_reconstruction_improves_with_steps(solver):
     for steps in (2, 8, 32):
         eng = engine(num_steps=steps, solver=solver, value_steps=0, latent_paste=False, guidance_denoise=1.0)
         result = eng.run(image, *eng.encode_prompt(["a photo"]), [EMPTY], [EMPTY], [0])
-        assert not result.change_masks.any() and np.array_equal(result.images, image)
+        assert not result.change_masks.any() and np.array_equal(result.images, result.clean)
         errors.append(result.latent_error)
     assert errors[0] > errors[1] > errors[2], errors
 
 
-def test_mapping_changes_only_inside_the_change_mask():
+def test_mapping_changes_only_inside_the_change_mask_and_composites_onto_the_vae_reconstruction():
     image = photo()[None]
     eng = engine()
     result = eng.run(image, *eng.encode_prompt(["a photo of an astronaut"]), [torch.tensor([8, 9, 14])],
                      [torch.tensor([20, 21, 26])], [4])
     mask = result.change_masks[0]
-    assert mask.any() and np.array_equal(result.images[0][~mask], image[0][~mask])
-    assert (result.images[0][mask] != image[0][mask]).mean() > 0.5
+    # No splice: outside the mask the image is the VAE reconstruction (not the camera pixels), so
+    # the decoder's fingerprint is everywhere, and exactly the mask differs from the clean image.
+    assert mask.any() and np.array_equal(result.images[0][~mask], result.clean[0][~mask])
+    assert not np.array_equal(result.clean[0], image[0])
+    assert np.array_equal(result.clean[0], eng.decode(eng.encode_images(image), 6, 8)[0])
+    assert (result.images[0][mask] != result.clean[0][mask]).mean() > 0.5
 
 
 def test_processor_rope_swap_equals_the_img_ids_route():
@@ -120,3 +124,49 @@ def test_denoising_loop_compiles_once():
     with dynamo.config.patch(error_on_recompile=True):
         eng.run(image, emb, pooled, [torch.tensor([5, 6])], [torch.tensor([7, 8])], [3])
         eng.run(image, emb, pooled, [torch.tensor([9])], [torch.tensor([1])], [2])  # new mapping, same graph
+
+
+def test_positional_injection_switches_per_token_at_each_tools_step():
+    """One image, two artifacts: the add's cells keep the swapped RoPE for 4 steps, the fuse's for 2."""
+    eng = engine(num_steps=4, value_steps=2)
+    image = photo()[None]
+    emb, pooled = eng.encode_prompt(["a photo"])
+    add_cells, fuse_cells = torch.tensor([5, 6]), torch.tensor([30, 31])
+    targets, refs = torch.cat([add_cells, fuse_cells]), torch.tensor([13, 14, 40, 41])
+    seen: list[torch.Tensor] = []
+    forward = eng.forward
+
+    def recording_forward(**kwargs):
+        seen.append(eng.state.cos_pe.clone())
+        return forward(**kwargs)
+
+    eng.forward = recording_forward
+    eng.run(image, emb, pooled, [targets], [refs], [torch.tensor([4, 4, 2, 2])])
+    text_len = emb.shape[1]
+    stock, injected, *_ = eng._prepare_state(1, text_len, 6, 8, [targets], [refs])
+    for step, cos in enumerate(seen[-4:]):  # the 4 denoising calls (Euler: one per step)
+        for cells, limit in ((add_cells, 4), (fuse_cells, 2)):
+            rows = text_len + cells
+            expected = injected[0][0, rows] if step < limit else stock[0][rows]
+            assert torch.equal(cos[0, rows], expected), (step, limit)
+        assert not torch.equal(injected[0][0, text_len + fuse_cells], stock[0][text_len + fuse_cells])
+
+
+def test_text_and_target_rows_keep_their_live_values_by_default():
+    eng = engine()
+    eng._prepare_state(1, 3, 2, 4, [torch.tensor([1, 2])], [torch.tensor([2, 5])])
+    rows = eng.state.cached_rows[0, :, 0, 0].tolist()
+    assert rows == [False] * 3 + [True, False, False, True, True, True, True, True]  # text, then cells 0..7
+    eng = engine(cached_value_rows="all")
+    eng._prepare_state(1, 3, 2, 4, [torch.tensor([1, 2])], [torch.tensor([2, 5])])
+    assert eng.state.cached_rows.all()
+
+
+def test_schnell_is_sampled_without_the_time_shift():
+    from tools.flux.engine import shifted_sigmas
+
+    assert load_config("flux-schnell").injection.time_shift is False
+    assert load_config("flux-dev").injection.time_shift is True
+    plain = shifted_sigmas(4, 1024, shift=False)
+    assert torch.allclose(plain, torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))
+    assert not torch.allclose(shifted_sigmas(4, 1024), plain)

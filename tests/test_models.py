@@ -41,7 +41,7 @@ def test_tiny_flux_and_lpips_forward():
 
 
 def test_tiny_vlm_is_a_qwen2_vl():
-    vlm = load_vlm(load_config("tiny").models)
+    vlm = load_vlm(load_config("tiny", overrides={"models.vlm.backend": "transformers"}).models)
     assert type(vlm.model).__name__ == "Qwen2VLForConditionalGeneration"
 
 
@@ -57,7 +57,8 @@ def test_missing_real_model_names_the_model_and_the_fetch_command(role, loader, 
 
 
 def test_missing_local_vlm_folder(tmp_path):
-    models = load_config("tiny", overrides={"models.vlm.model.kind": "pretrained",
+    models = load_config("tiny", overrides={"models.vlm.backend": "transformers",
+                                            "models.vlm.model.kind": "pretrained",
                                             "models.vlm.model.path": str(tmp_path / "qwen")}).models
     with pytest.raises(ModelNotFoundError, match="qwen"):
         load_vlm(models)

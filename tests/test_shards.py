@@ -43,8 +43,8 @@ def _accepted(seed: int, photo: np.ndarray) -> Sample:
     return Sample(
         sample_id=make_sample_id("astronaut", seed, "cfg"), source_id="astronaut", seed=seed,
         status="accepted", source=SourceInfo(uri="skimage://astronaut", width=512, height=512, sha256="ab" * 32),
-        real_image=encode_png(photo), image=encode_png(fake), mask=encode_png(_mask(seed)),
-        caption="an astronaut | with a flag\nsecond line", global_explanation="the hand has six fingers",
+        real_image=encode_png(photo), clean_image=encode_png(photo // 2), image=encode_png(fake),
+        mask=encode_png(_mask(seed)), caption="an astronaut | with a flag\nsecond line", global_explanation="the hand has six fingers",
         plan={"entities": [{"name": "hand", "rle": {"size": [32, 48], "counts": "0a1b"}}], "n": 2},
         artifacts=[
             Artifact(tool="add", kernel="fuse", entity="hand", subentity="finger", bbox=[6, 4, 20, 12],
@@ -83,6 +83,7 @@ def test_round_trip_is_lossless(shard: Path, samples: list[Sample]) -> None:
     assert back == samples
     for original, read in zip(samples, back):
         assert read.image == original.image and read.real_image == original.real_image
+        assert read.clean_image == original.clean_image
         if original.mask:
             assert np.array_equal(decode_mask(read.mask), decode_mask(original.mask))
     assert back[3].image == b"" and back[3].artifacts == [] and back[-1].real_image == samples[0].real_image

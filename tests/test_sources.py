@@ -10,7 +10,7 @@ from PIL import Image
 from skimage import data
 
 from factory.config import ImageConfig, SourceConfig
-from factory.sources import (ImageRejected, SourceItem, decode_source, list_sources, prepare_image,
+from factory.sources import (ImageRejected, decode_source, list_sources, prepare_image,
                              read_bytes)
 
 CONFIG = SourceConfig()

@@ -7,7 +7,7 @@ from factory.config import PerceptionConfig, ToolsConfig
 from tools.add import add_mapping
 from tools.distort import KERNELS, distort_mapping
 from tools.fuse import containment, fuse_mapping
-from tools.grid import CELL, Grid
+from tools.grid import CELL, Grid, dilate, l1_distance
 from tools.mapping import ArtifactMapping
 from tools.plan import Entity, Part, plan_artifacts
 from tools.remove import remove_mapping
@@ -46,7 +46,7 @@ def test_add_copy_lands_on_parent_next_to_itself():
 
 def test_remove_references_are_background():
     part, sibling = rect(4, 7, 4, 7), rect(4, 7, 7, 9)
-    m = remove_mapping(part, [sibling], GRID, seed=1)
+    m = remove_mapping(part, np.zeros_like(part), [sibling], GRID, TOOLS.remove, seed=1)
     m.validate()
     assert set(m.target_cells) == set(GRID.cells_of(part))
     refs = set(m.reference_cells)
@@ -105,3 +105,89 @@ def test_mapping_round_trip_and_validation():
         ArtifactMapping("add", [1], [1], GRID).validate()
     with pytest.raises(ValueError, match="out of"):
         ArtifactMapping("add", [1], [GRID.size], GRID).validate()
+
+
+# ------------------------------------------------------------------ the authors' geometry, tool by tool
+def disc(grid, cy, cx, radius):
+    r, c = np.ogrid[:grid.rows, :grid.cols]
+    return (r - cy) ** 2 + (c - cx) ** 2 <= radius ** 2
+
+
+def test_add_duplicates_a_large_part_instead_of_shifting_it_by_one_cell():
+    grid = Grid(48, 64)
+    parent, part = rect(2, 46, 2, 62, grid), disc(grid, 24, 32, 8)  # a part 17 cells wide
+    m = add_mapping(part, parent, [], grid, TOOLS.add, seed=0)
+    m.validate()
+    targets = set(m.target_cells.tolist())
+    assert not targets & set(grid.cells_of(part))  # disjoint from the original
+    assert len(targets) >= part.sum() // 2  # a copy of about the part's size, not a 17-cell sliver
+    tr, tc = grid.rowcol(m.target_cells)
+    assert parent[tr, tc].all()  # lands on the parent
+    dy, dx = m.meta["offset"]
+    assert abs(dy) + abs(dx) > 8  # anchored on the ring outside the part, not next to its centre
+    assert set((m.target_cells - m.reference_cells).tolist()) == {dy * grid.cols + dx}  # one rigid shift
+    assert m.to_dict() == add_mapping(part, parent, [], grid, TOOLS.add, seed=0).to_dict()
+
+
+def test_add_avoids_other_instances_of_the_same_class():
+    grid = Grid(24, 24)
+    parent, ear = rect(2, 22, 2, 22, grid), rect(10, 13, 10, 13, grid)
+    siblings = [rect(10, 13, 14, 17, grid), rect(10, 13, 6, 9, grid)]  # left and right of the ear
+    m = add_mapping(ear, parent, siblings, grid, TOOLS.add, seed=4)
+    m.validate()
+    tr, tc = grid.rowcol(m.target_cells)
+    assert not np.logical_or.reduce(siblings)[tr, tc].any()
+    assert m.meta["offset"][0] != 0  # moved up or down, where there is room
+
+
+def test_remove_prefers_background_ring_cells_when_they_are_the_majority():
+    part, head = rect(3, 5, 6, 9), rect(5, 11, 2, 13)  # an ear on top of a head: 9 of 14 ring cells are background
+    m = remove_mapping(part, head, [], GRID, TOOLS.remove, seed=0)
+    m.validate()
+    assert set(m.target_cells) == set(GRID.cells_of(part))
+    rr, rc = GRID.rowcol(m.reference_cells)
+    assert not head[rr, rc].any() and not part[rr, rc].any()
+    assert set(m.reference_cells) <= set(GRID.cells_of(dilate(part, 1)))  # the 8-neighbour ring
+    tr, tc = GRID.rowcol(m.target_cells)
+    assert (np.abs(tr - rr) + np.abs(tc - rc)).max() <= 2  # each target takes a nearest ring cell
+
+
+def test_remove_keeps_entity_ring_cells_when_background_is_the_minority():
+    part, head = rect(3, 5, 6, 9), rect(3, 11, 2, 13)  # only the row above is background: 5 of 14
+    m = remove_mapping(part, head, [], GRID, TOOLS.remove, seed=0)
+    tr, tc = GRID.rowcol(m.target_cells)
+    rr, rc = GRID.rowcol(m.reference_cells)
+    assert np.all(np.abs(tr - rr) + np.abs(tc - rc) == 1)  # nearest ring cell, whatever it lies on
+    assert head[rr, rc].any()
+
+
+def test_fuse_regions_copy_from_the_other_entity_and_none_is_dropped():
+    grid = Grid(16, 20)
+    a, b = rect(2, 12, 1, 10, grid), rect(4, 14, 7, 13, grid)  # B's exclusive cells outside the band: a thin strip
+    a_only, b_only = a & ~b, b & ~a
+    band = (a | b) & (l1_distance(a & b) <= TOOLS.fuse.band_radius)
+    to_a, to_b = l1_distance(a_only), l1_distance(b_only)
+    for seed in range(4):
+        m = fuse_mapping(a, b, grid, TOOLS.fuse, seed=seed)
+        m.validate()
+        assert sorted(m.target_cells.tolist()) == grid.cells_of(band).tolist()  # every band cell, no region dropped
+        rr, rc = grid.rowcol(m.reference_cells)
+        assert not band[rr, rc].any()  # a reference is never itself a band cell
+        br, bc = np.nonzero(band)
+        centroid = np.stack([br.mean(), bc.mean()])
+        first = np.array(grid.rowcol(m.meta["regions"][0]["seed"]), float)
+        nearest = min((r - centroid[0]) ** 2 + (c - centroid[1]) ** 2 for r, c in zip(br, bc))
+        assert np.isclose(((first - centroid) ** 2).sum(), nearest)  # the first seed is nearest the centroid
+        start = 0
+        for region in m.meta["regions"]:
+            sr, sc = grid.rowcol(region["seed"])
+            label = "A" if to_a[sr, sc] < to_b[sr, sc] else "B" if to_b[sr, sc] < to_a[sr, sc] else "neutral"
+            assert region["label"] == label  # the entity whose exclusive cells are nearer the seed
+            source = {"A": b_only, "B": a_only, "neutral": a_only | b_only}[label]
+            stop = start + region["cells"]
+            assert source[rr[start:stop], rc[start:stop]].all()  # copies from the other entity only
+            start = stop
+        assert start == m.target_cells.size
+        assert not all(region["fitted"] for region in m.meta["regions"])  # the fallback is exercised
+    again = fuse_mapping(a, b, grid, TOOLS.fuse, seed=1)
+    assert again.to_dict() == fuse_mapping(a, b, grid, TOOLS.fuse, seed=1).to_dict()

@@ -59,7 +59,9 @@ def _realise(tool: str, index: int, entities: list[Entity], parts: list[Part], g
         return add_mapping(part.cells, parent.cells, same_class, grid, tools_config.add, seed,
                            entity=parent.label, subentity=part.label)
     if tool == "remove":
-        return remove_mapping(part.cells, same_class, grid, seed, entity=parent.label, subentity=part.label)
+        foreground = np.logical_or.reduce([e.cells for e in entities])
+        return remove_mapping(part.cells, foreground, same_class, grid, tools_config.remove, seed,
+                              entity=parent.label, subentity=part.label)
     return distort_mapping(part.cells, parent.cells, grid, tools_config.distort, seed,
                            entity=parent.label, subentity=part.label)
 

@@ -7,26 +7,39 @@ import numpy as np
 from tools.grid import Grid, dilate
 from tools.mapping import ArtifactMapping
 
-MAX_RING = 4
 
+def reference_ring(part: np.ndarray, foreground: np.ndarray, same_class: list[np.ndarray], config) -> np.ndarray:
+    """The cells a removed part is filled from (``config``: RemoveConfig).
 
-def remove_mapping(part: np.ndarray, same_class: list[np.ndarray], grid: Grid, seed: int,
-                   entity: str = "", subentity: str | None = None) -> ArtifactMapping | None:
-    """Each target cell (the part) takes the nearest cell of the background ring around it.
-
-    The ring is the 8-neighbourhood of the part minus other instances of the same class (so a
-    removed finger is not replaced by its neighbour finger); it grows until it is not empty.
+    The ring is the Chebyshev ``ring_radius`` neighbourhood of the part (1: its 8-neighbours) minus
+    the part and every other instance of the same class (a removed finger is not replaced by its
+    neighbour finger); while that leaves nothing it grows, up to ``max_ring_radius``. When the ring
+    cells outside every entity (``foreground``) are more than ``min_background_share`` of the ring,
+    only those are kept, so the hole is filled with background rather than with the parent.
     """
-    if not part.any():
-        return None
     blocked = part.copy()
     for mask in same_class:
         blocked |= mask
-    pool = np.zeros_like(part)
-    for radius in range(1, MAX_RING + 1):
-        pool = dilate(part, radius) & ~blocked
-        if pool.any():
+    ring = np.zeros_like(part)
+    for radius in range(config.ring_radius, max(config.ring_radius, config.max_ring_radius) + 1):
+        ring = dilate(part, radius) & ~blocked
+        if ring.any():
             break
+    background = ring & ~foreground
+    if background.sum() > config.min_background_share * ring.sum():
+        return background
+    return ring
+
+
+def remove_mapping(part: np.ndarray, foreground: np.ndarray, same_class: list[np.ndarray], grid: Grid, config,
+                   seed: int, entity: str = "", subentity: str | None = None) -> ArtifactMapping | None:
+    """Each target cell (the part) takes the L1-nearest cell of ``reference_ring``; the seed breaks ties.
+
+    ``foreground`` is the union of the entity masks, ``config`` a RemoveConfig.
+    """
+    if not part.any():
+        return None
+    pool = reference_ring(part, foreground, same_class, config)
     if not pool.any():
         return None
     targets = grid.cells_of(part)
@@ -34,7 +47,8 @@ def remove_mapping(part: np.ndarray, same_class: list[np.ndarray], grid: Grid, s
     pool_cells = pool_cells[np.random.default_rng(seed).permutation(pool_cells.size)]  # seeded ties
     tr, tc = grid.rowcol(targets)
     pr, pc = grid.rowcol(pool_cells)
-    distance = (tr[:, None] - pr[None]) ** 2 + (tc[:, None] - pc[None]) ** 2
+    distance = np.abs(tr[:, None] - pr[None]) + np.abs(tc[:, None] - pc[None])
     references = pool_cells[np.argmin(distance, axis=1)]
     return ArtifactMapping("remove", targets, references, grid, entity=entity, subentity=subentity,
-                           meta={"ring_cells": int(pool_cells.size)})
+                           meta={"ring_cells": int(pool_cells.size),
+                                 "background_only": bool(not (pool & foreground).any())})

@@ -1,8 +1,10 @@
 """One VLM interface for every backend: ``generate_json(requests) -> results``.
 
-A request is images + prompt + JSON schema; a result is the validated object, or an error on that
-request (transport failure, schema violation, refusal) plus the raw text. A backend never raises
-for one bad request: the batch goes on.
+A request is images + prompt + JSON schema; a result is the validated object, or what is wrong
+with the model's *answer* (invalid JSON, schema violation, refusal) plus the raw text — a data
+outcome, the batch goes on. A backend that cannot answer at all (server unreachable, 5xx or
+timeouts after its retries, an engine error) raises ``VLMUnavailableError`` or lets its exception
+propagate: that is an infrastructure failure, and the sample is retried, never rejected.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from typing import Any, Protocol
 
 import jsonschema
 from PIL import Image
+
+
+class VLMUnavailableError(RuntimeError):
+    """The VLM could not be reached or did not answer; the message names where and why."""
 
 
 @dataclass

@@ -1,9 +1,13 @@
 """OpenAI-compatible backend (``vllm serve``, hosted models such as GPT-4o).
 
 Structured output via ``response_format={"type": "json_schema", ...}``; images as base64 data
-URLs; at most ``max_concurrency`` requests in flight; retries with exponential backoff and jitter
-on 429 / 5xx / timeouts / connection errors (honouring ``Retry-After``). The API key comes from an
-environment variable and never appears in logs or error strings.
+URLs; at most ``max_concurrency`` requests in flight. Retries are the ``openai`` client's own
+(exponential backoff with jitter on connection errors, timeouts, 408 / 409 / 429 / 5xx, honouring
+``Retry-After``). When they are used up, or the server answers any other HTTP error, the call
+raises ``VLMUnavailableError`` naming the server and the last error: the infrastructure said no,
+so the samples are retried later, never rejected. Only the model's *answer* (a refusal, invalid
+JSON, a schema violation) becomes a per-request error. The API key comes from an environment
+variable and never appears in logs or error strings.
 """
 
 from __future__ import annotations
@@ -12,14 +16,11 @@ import base64
 import io
 import logging
 import os
-import random
-import time
 from concurrent.futures import ThreadPoolExecutor
 
-from agents.vlm.base import VLMRequest, VLMResult, validate
+from agents.vlm.base import VLMRequest, VLMResult, VLMUnavailableError, validate
 
 log = logging.getLogger("flawforge.vlm.openai")
-RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 def data_url(image) -> str:
@@ -31,14 +32,14 @@ def data_url(image) -> str:
 class OpenAIBackend:
     def __init__(self, base_url: str | None, model: str, api_key_env: str = "OPENAI_API_KEY",
                  max_concurrency: int = 8, max_retries: int = 4, timeout_s: float = 60.0,
-                 max_tokens: int = 384, temperature: float = 0.0, backoff_s: float = 0.5):
+                 max_tokens: int = 384, temperature: float = 0.0):
         from openai import OpenAI
 
         self._key = os.environ.get(api_key_env) or "EMPTY"  # local servers accept any key
-        self.client = OpenAI(base_url=base_url, api_key=self._key, max_retries=0, timeout=timeout_s)
+        self.client = OpenAI(base_url=base_url, api_key=self._key, max_retries=max_retries, timeout=timeout_s)
         self.model_id = model
         self.max_concurrency, self.max_retries = max_concurrency, max_retries
-        self.max_tokens, self.temperature, self.backoff_s = max_tokens, temperature, backoff_s
+        self.max_tokens, self.temperature = max_tokens, temperature
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model_id!r}, base_url={str(self.client.base_url)!r})"
@@ -62,32 +63,22 @@ class OpenAIBackend:
     def _one(self, request: VLMRequest) -> VLMResult:
         import openai
 
-        last_error = "no attempt"
-        for attempt in range(self.max_retries + 1):
-            try:
-                response = self.client.chat.completions.create(
-                    model=self.model_id, messages=self.build_messages(request),
-                    response_format=self.response_format(request), max_tokens=self.max_tokens,
-                    temperature=self.temperature)
-                choice = response.choices[0]
-                refusal = getattr(choice.message, "refusal", None)
-                if refusal:
-                    return VLMResult(None, "", f"refusal: {self._redact(refusal)[:200]}")
-                return validate(request.schema, choice.message.content or "")
-            except openai.APIStatusError as err:
-                last_error = f"http_{err.status_code}"
-                if err.status_code not in RETRYABLE_STATUS:
-                    break
-                retry_after = err.response.headers.get("retry-after") if err.response is not None else None
-                delay = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None
-            except (openai.APITimeoutError, openai.APIConnectionError) as err:
-                last_error = type(err).__name__
-                delay = None
-            except Exception as err:  # malformed response bodies and the like
-                last_error = f"{type(err).__name__}: {self._redact(str(err))[:200]}"
-                delay = None
-            if attempt < self.max_retries:
-                wait = delay if delay is not None else self.backoff_s * 2**attempt * (0.5 + random.random())
-                log.warning("%s: attempt %d failed (%s); retrying in %.2fs", request.name, attempt + 1, last_error, wait)
-                time.sleep(wait)
-        return VLMResult(None, "", f"request_failed after {self.max_retries + 1} attempts: {last_error}")
+        try:
+            response = self.client.chat.completions.create(
+                model=self.model_id, messages=self.build_messages(request),
+                response_format=self.response_format(request), max_tokens=self.max_tokens,
+                temperature=self.temperature)
+        except openai.APIStatusError as err:
+            raise VLMUnavailableError(self._unavailable(f"http_{err.status_code}")) from None
+        except (openai.APITimeoutError, openai.APIConnectionError) as err:
+            raise VLMUnavailableError(self._unavailable(type(err).__name__)) from None
+        if not response.choices:
+            raise VLMUnavailableError(self._unavailable("a response without choices"))
+        message = response.choices[0].message
+        if getattr(message, "refusal", None):
+            return VLMResult(None, "", f"refusal: {self._redact(message.refusal)[:200]}")
+        return validate(request.schema, message.content or "")
+
+    def _unavailable(self, what: str) -> str:
+        return (f"VLM server {self.client.base_url} ({self.model_id}) did not answer: {what} "
+                f"after {self.max_retries + 1} attempts")

@@ -4,12 +4,12 @@ constrained to each request's JSON schema by xgrammar, so even a random model an
 from __future__ import annotations
 
 import json
-import traceback
 
 import torch
 import xgrammar as xgr
 from xgrammar.contrib.hf import LogitsProcessor
 
+from agents.tensors import model_inputs
 from agents.vlm.base import VLMRequest, VLMResult, validate
 
 
@@ -35,11 +35,7 @@ class TransformersBackend:
         results: list[VLMResult] = []
         for start in range(0, len(requests), self.batch_size):
             chunk = requests[start:start + self.batch_size]
-            try:
-                results += self._generate(chunk)
-            except Exception as err:  # a failed batch becomes errors on its requests
-                traceback.print_exc()
-                results += [VLMResult(None, "", f"backend_error: {type(err).__name__}: {err}"[:300]) for _ in chunk]
+            results += self._generate(chunk)  # out of memory or a bug propagates to the stage: a failure
         return results
 
     @torch.no_grad()
@@ -51,7 +47,7 @@ class TransformersBackend:
                                                             add_generation_prompt=True, tokenize=False))
             images += req.images
         inputs = self.processor(text=texts, images=images or None, return_tensors="pt", padding=True)
-        inputs = inputs.to(self.model.device)
+        inputs = model_inputs(inputs, self.model)
         grammars = [self._grammar(req.schema) for req in requests]
         output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
                                      logits_processor=[LogitsProcessor(grammars)],

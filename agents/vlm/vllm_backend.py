@@ -30,8 +30,5 @@ class VLLMBackend:
             conversations.append([{"role": "user", "content": content + [{"type": "text", "text": req.prompt}]}])
             params.append(SamplingParams(max_tokens=self.max_new_tokens, temperature=self.temperature,
                                          structured_outputs=StructuredOutputsParams(json=req.schema)))
-        try:
-            outputs = self.llm.chat(conversations, sampling_params=params, use_tqdm=False)
-        except Exception as err:
-            return [VLMResult(None, "", f"backend_error: {type(err).__name__}: {err}"[:300]) for _ in requests]
+        outputs = self.llm.chat(conversations, sampling_params=params, use_tqdm=False)  # errors are failures
         return [validate(req.schema, out.outputs[0].text) for req, out in zip(requests, outputs)]

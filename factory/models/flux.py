@@ -3,26 +3,44 @@
 ``kind: pretrained`` loads a diffusers FLUX repo (``transformer/``, ``vae/``, ``text_encoder/``,
 ``text_encoder_2/``, ``tokenizer/``, ``tokenizer_2/``) from a local folder or the HF cache.
 ``kind: tiny`` builds the same classes with random weights and FLUX's shapes (16 latent channels,
-8× VAE, 2×2 packing, RoPE over (index, row, col)), and word-level tokenizers built offline.
+8× VAE, 2×2 packing, RoPE over (index, row, col)) — the VAE alone is then fitted for a few seconds
+to reconstruct photos (``factory.models.tiny_vae``) — and real-format tokenizers built offline
+from ``TINY_WORDS``: a byte-level BPE CLIP tokenizer (``</w>`` word ends, ``<|startoftext|>`` /
+``<|endoftext|>``, merges learned deterministically) and a Unigram T5 tokenizer (``<pad>``,
+``</s>``, ``<unk>``, 100 ``<extra_id_*>``). ``factory.models.tiny`` writes the same models and
+tokenizers as a diffusers FLUX folder.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import string
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
 from diffusers import AutoencoderKL, FluxTransformer2DModel
-from transformers import (CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast,
-                          T5Config, T5EncoderModel)
+from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTokenizer, PreTrainedTokenizerBase, T5Config,
+                          T5EncoderModel, T5TokenizerFast)
 
 from factory.config import ModelsConfig
 from factory.models.common import load_pretrained, resolve_device, resolve_dtype, seeded
+from factory.models.tiny_vae import fitted_tiny_vae
 
 TINY_WORDS = ("a an the of and with in on at photo picture image person man woman astronaut cat dog car bike "
               "rocket cup coffee coin coins camera tripod hand finger ear eye paw tail wheel mirror arm leg head "
               "face door window sky grass table street red blue green white black small large two one")
+CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
+CLIP_MAX_LENGTH = 77
+T5_MAX_LENGTH = 512
+T5_EXTRA_IDS = 100
+END_OF_WORD = "</w>"
+# The tiny transformer's output layer is scaled by this at build time. At its random init the
+# velocities are so small that inversion and denoising nearly cancel: the re-rendered cells differ
+# from the reconstruction by a few grey levels, and the tiny preset's "artifacts" would be invisible
+# to any detector. With the gain they are clearly visible re-renderings (still meaningless ones).
+TINY_VELOCITY_GAIN = 3.0
 
 
 @dataclass
@@ -46,14 +64,12 @@ def load_flux(models: ModelsConfig) -> FluxComponents:
         def sub(cls, name, **kw):
             return load_pretrained(f"FLUX {name}", spec, cls.from_pretrained, subfolder=name, **kw)
 
-        from transformers import CLIPTokenizer, T5TokenizerFast
-
         parts = FluxComponents(
-            transformer=sub(FluxTransformer2DModel, "transformer", torch_dtype=dtype),
-            vae=sub(AutoencoderKL, "vae", torch_dtype=dtype),
-            text_encoder=sub(CLIPTextModel, "text_encoder", torch_dtype=dtype),
+            transformer=sub(FluxTransformer2DModel, "transformer", dtype=dtype),
+            vae=sub(AutoencoderKL, "vae", dtype=dtype),
+            text_encoder=sub(CLIPTextModel, "text_encoder", dtype=dtype),
             tokenizer=sub(CLIPTokenizer, "tokenizer"),
-            text_encoder_2=sub(T5EncoderModel, "text_encoder_2", torch_dtype=dtype),
+            text_encoder_2=sub(T5EncoderModel, "text_encoder_2", dtype=dtype),
             tokenizer_2=sub(T5TokenizerFast, "tokenizer_2"),
             provenance={"flux": spec.path or "", "flux_revision": spec.revision or "main"},
         )
@@ -64,45 +80,114 @@ def load_flux(models: ModelsConfig) -> FluxComponents:
 
 @functools.lru_cache(maxsize=4)
 def _tiny_state(seed: int) -> dict:
+    vocab, _ = tiny_clip_vocab()
     with seeded(seed):
         transformer = FluxTransformer2DModel(
             patch_size=1, in_channels=64, num_layers=2, num_single_layers=4, attention_head_dim=16,
             num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
             axes_dims_rope=(4, 4, 8))
+        with torch.no_grad():
+            transformer.proj_out.weight.mul_(TINY_VELOCITY_GAIN)
+            transformer.proj_out.bias.mul_(TINY_VELOCITY_GAIN)
         vae = AutoencoderKL(
             in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(8, 8, 8, 8),
             down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
             layers_per_block=1, norm_num_groups=4, sample_size=64, use_quant_conv=False,
             use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611)
-        clip = CLIPTextModel(CLIPTextConfig(vocab_size=128, hidden_size=32, intermediate_size=37,
+        clip = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=37,
                                             num_hidden_layers=2, num_attention_heads=4,
-                                            max_position_embeddings=77, projection_dim=32, pad_token_id=0,
-                                            bos_token_id=2, eos_token_id=2))
-        t5 = T5EncoderModel(T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
-                                     relative_attention_num_buckets=8))
-    return {"transformer": transformer, "vae": vae, "clip": clip, "t5": t5}
+                                            max_position_embeddings=CLIP_MAX_LENGTH, projection_dim=32,
+                                            pad_token_id=vocab[CLIP_EOS], bos_token_id=vocab[CLIP_BOS],
+                                            eos_token_id=vocab[CLIP_EOS]))
+        t5 = T5EncoderModel(T5Config(vocab_size=len(tiny_t5_tokenizer()), d_model=32, d_kv=8, d_ff=37,
+                                     num_layers=2, num_heads=4, relative_attention_num_buckets=8, pad_token_id=0,
+                                     eos_token_id=1, decoder_start_token_id=0))
+    return {"transformer": transformer, "vae": fitted_tiny_vae(vae, seed), "clip": clip, "t5": t5}
 
 
 def tiny_flux(seed: int = 0) -> FluxComponents:
-    """Random FLUX of the production classes (fresh copies of a cached build, so callers may move them)."""
+    """Tiny FLUX of the production classes (fresh copies of a cached build, so callers may move them)."""
     state = _tiny_state(seed)
-    tokenizer = tiny_word_tokenizer(TINY_WORDS, model_max_length=77)
     return FluxComponents(
         transformer=copy.deepcopy(state["transformer"]), vae=copy.deepcopy(state["vae"]),
-        text_encoder=copy.deepcopy(state["clip"]), tokenizer=tokenizer,
-        text_encoder_2=copy.deepcopy(state["t5"]), tokenizer_2=tiny_word_tokenizer(TINY_WORDS, 512),
-        provenance={"flux": f"tiny-random(seed={seed})"})
+        text_encoder=copy.deepcopy(state["clip"]), tokenizer=tiny_clip_tokenizer(),
+        text_encoder_2=copy.deepcopy(state["t5"]), tokenizer_2=tiny_t5_tokenizer(),
+        provenance={"flux": f"tiny-random(seed={seed}, fitted VAE)"})
 
 
-def tiny_word_tokenizer(words: str, model_max_length: int) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer built offline (unknown words map to [UNK]); vocab < 128 ids."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+# ------------------------------------------------------------------------------ tiny tokenizers
+@functools.lru_cache(maxsize=1)
+def byte_symbols() -> tuple[str, ...]:
+    """The 256 printable stand-ins of byte-level BPE (GPT-2 / CLIP ``bytes_to_unicode``), by byte value."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    symbols, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            symbols[byte] = chr(byte)
+        else:
+            symbols[byte] = chr(256 + extra)
+            extra += 1
+    return tuple(symbols[b] for b in range(256))
 
-    vocab = {"[PAD]": 0, "[UNK]": 1, "[EOS]": 2}
-    for word in sorted(set(words.split()) | set(".,:;!?'\"-")):
-        vocab.setdefault(word, len(vocab))
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    backend.normalizer = normalizers.Lowercase()
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]",
-                                   eos_token="[EOS]", model_max_length=model_max_length)
+
+def learn_merges(words: list[str]) -> list[tuple[str, str]]:
+    """BPE merges learned until every word is one token: the most frequent adjacent pair first,
+    ties broken by the pair itself, so the result is the same in every process."""
+    table = byte_symbols()
+    spelled = Counter()
+    for word in words:
+        symbols = [table[b] for b in word.encode("utf-8")]
+        spelled[tuple(symbols[:-1] + [symbols[-1] + END_OF_WORD])] += 1
+    merges: list[tuple[str, str]] = []
+    while True:
+        pairs = Counter()
+        for symbols, count in spelled.items():
+            for pair in zip(symbols, symbols[1:]):
+                pairs[pair] += count
+        if not pairs:
+            return merges
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merges.append(best)
+        merged = Counter()
+        for symbols, count in spelled.items():
+            out, i = [], 0
+            while i < len(symbols):
+                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                    out.append(symbols[i] + symbols[i + 1])
+                    i += 2
+                else:
+                    out.append(symbols[i])
+                    i += 1
+            merged[tuple(out)] += count
+        spelled = merged
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """CLIP's vocabulary layout: the byte symbols, the same with ``</w>``, every merge result, then
+    ``<|startoftext|>`` and ``<|endoftext|>``; and the merges."""
+    merges = learn_merges(sorted(set(TINY_WORDS.split())))
+    tokens = list(byte_symbols()) + [s + END_OF_WORD for s in byte_symbols()] + [a + b for a, b in merges]
+    vocab: dict[str, int] = {}
+    for token in [*tokens, CLIP_BOS, CLIP_EOS]:
+        vocab.setdefault(token, len(vocab))
+    return vocab, merges
+
+
+def tiny_clip_tokenizer() -> CLIPTokenizer:
+    vocab, merges = tiny_clip_vocab()
+    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=CLIP_MAX_LENGTH)
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_t5_vocab() -> tuple[tuple[str, float], ...]:
+    """A fixed Unigram vocabulary: T5's special tokens, every tiny word, then single characters."""
+    specials = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    words = [(f"▁{w}", -2.0) for w in sorted(set(TINY_WORDS.split()))]
+    characters = [("▁", -3.0)] + [(c, -5.0) for c in string.ascii_lowercase + string.digits + string.punctuation]
+    return tuple(specials + words + characters)
+
+
+def tiny_t5_tokenizer() -> T5TokenizerFast:
+    return T5TokenizerFast(vocab=list(tiny_t5_vocab()), extra_ids=T5_EXTRA_IDS, model_max_length=T5_MAX_LENGTH)

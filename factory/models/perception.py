@@ -3,10 +3,9 @@
 ``kind: pretrained`` loads the maintained transformers implementations (batched, no custom CUDA
 ops) from a local folder or the HF cache. ``kind: tiny`` builds the same classes from small
 configs with random weights; the BERT tokenizer of the tiny Grounding DINO is built offline
-from a small word list. A random box head predicts near-zero offsets, so its boxes keep the
-proposals' sizes (5-10 % of the image side); the tiny Grounding DINO raises the width/height
-offset of its last box head by ``TINY_BOX_SIZE_LOGIT`` so its boxes are object-sized (a quarter to
-a half of the image side) and its plans vary from photo to photo.
+from a small word list. The loaded tiny models get forward hooks (``factory.models.tiny_layout``)
+that replace their random outputs with a seeded, photo-dependent layout of boxes and ellipse
+masks the artifact tools can use; the builders themselves return plain models.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from transformers import (AutoProcessor, BertConfig, BertTokenizerFast, GroundingDinoConfig,
                           GroundingDinoForObjectDetection, GroundingDinoImageProcessor, GroundingDinoProcessor,
                           SamConfig, SamImageProcessor, SamMaskDecoderConfig, SamModel, SamProcessor,
@@ -24,13 +22,13 @@ from transformers import (AutoProcessor, BertConfig, BertTokenizerFast, Groundin
 
 from factory.config import ModelsConfig
 from factory.models.common import load_pretrained, resolve_device, resolve_dtype, seeded
+from factory.models.tiny_layout import install_grounding_layout, install_segmentation_layout
 
 TINY_VOCABULARY = (
     "person man woman child astronaut cat dog horse bird car bike bicycle motorcycle rocket cup mug coffee coin "
     "camera tripod bottle chair table plate spoon hand finger ear eye paw tail wheel mirror arm leg head face door "
     "window nose mouth foot handle flag body neck wing"
 )
-TINY_BOX_SIZE_LOGIT = 2.0  # added to the last decoder box head's (w, h) logits of the tiny Grounding DINO
 
 
 @dataclass
@@ -52,33 +50,37 @@ def load_grounding(models: ModelsConfig) -> GroundingModels:
     spec = models.grounding
     if spec.kind == "tiny":
         model, processor = _tiny_grounding(models.seed)
-        model, model_id = copy.deepcopy(model), f"tiny-random-grounding-dino(seed={models.seed})"
+        model, model_id = copy.deepcopy(model), f"tiny-random-grounding-dino+layout(seed={models.seed})"
+        install_grounding_layout(model, processor.tokenizer, models.seed)
     else:
-        model = load_pretrained("grounding", spec, GroundingDinoForObjectDetection.from_pretrained)
+        model = load_pretrained("grounding", spec, GroundingDinoForObjectDetection.from_pretrained,
+                                dtype=resolve_dtype(models))
         processor = load_pretrained("grounding", spec, AutoProcessor.from_pretrained)
         model_id = spec.path
-    model.to(resolve_device(models)).eval().requires_grad_(False)
+    model.to(resolve_device(models), resolve_dtype(models)).eval().requires_grad_(False)
     return GroundingModels(model, processor, model_id)
 
 
 def load_segmentation(models: ModelsConfig) -> SegmentationModels:
     spec, family = models.segmentation, models.segmentation_family
-    if spec.kind == "tiny":
-        if family != "sam":
-            raise ValueError("the tiny preset builds SAM only; set models.segmentation_family=sam "
-                             "or point models.segmentation at a SAM 2 checkpoint")
+    if spec.kind == "tiny" and family == "sam2":
+        model, processor = _tiny_sam2(models.seed)
+        model, model_id = copy.deepcopy(model), f"tiny-random-sam2(seed={models.seed})"
+    elif spec.kind == "tiny":
         model, processor = _tiny_sam(models.seed)
-        model, model_id = copy.deepcopy(model), f"tiny-random-sam(seed={models.seed})"
+        model, model_id = copy.deepcopy(model), f"tiny-random-sam+ellipses(seed={models.seed})"
+        install_segmentation_layout(model)
     else:
         if family == "sam2":
             from transformers import Sam2Model
 
-            model = load_pretrained("segmentation (SAM 2)", spec, Sam2Model.from_pretrained)
+            model = load_pretrained("segmentation (SAM 2)", spec, Sam2Model.from_pretrained,
+                                    dtype=resolve_dtype(models))
         else:
-            model = load_pretrained("segmentation (SAM)", spec, SamModel.from_pretrained)
+            model = load_pretrained("segmentation (SAM)", spec, SamModel.from_pretrained, dtype=resolve_dtype(models))
         processor = load_pretrained("segmentation", spec, AutoProcessor.from_pretrained)
         model_id = spec.path
-    model.to(resolve_device(models), resolve_dtype(models) if spec.kind != "tiny" else None).eval().requires_grad_(False)
+    model.to(resolve_device(models), resolve_dtype(models)).eval().requires_grad_(False)
     return SegmentationModels(model, processor, family, model_id)
 
 
@@ -99,8 +101,6 @@ def _tiny_grounding(seed: int):
                                  use_timm_backbone=False)
     with seeded(seed):
         model = GroundingDinoForObjectDetection(config).eval()
-    with torch.no_grad():  # the final boxes are logit(reference) + the last level's offsets
-        model.bbox_embed[-1].layers[-1].bias[2:] += TINY_BOX_SIZE_LOGIT
     return model, processor
 
 
@@ -117,4 +117,29 @@ def _tiny_sam(seed: int):
     with seeded(seed):
         model = SamModel(config).eval()
     processor = SamProcessor(SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64}))
+    return model, processor
+
+
+@functools.lru_cache(maxsize=2)
+def _tiny_sam2(seed: int):
+    """A random SAM 2 (Hiera backbone, FPN neck) on 64-pixel inputs, with its processor."""
+    from transformers import (Sam2Config, Sam2HieraDetConfig, Sam2ImageProcessor, Sam2MaskDecoderConfig,
+                              Sam2Model, Sam2Processor, Sam2PromptEncoderConfig, Sam2VisionConfig)
+
+    side = 64
+    backbone = Sam2HieraDetConfig(hidden_size=8, image_size=[side, side], blocks_per_stage=[1, 1, 2, 1],
+                                  embed_dim_per_stage=[8, 16, 32, 64], num_attention_heads_per_stage=[1, 1, 2, 2],
+                                  window_size_per_stage=[8, 4, 4, 2], global_attention_blocks=[3],
+                                  window_positional_embedding_background_size=[4, 4])
+    vision = Sam2VisionConfig(backbone_config=backbone, backbone_channel_list=[64, 32, 16, 8], fpn_hidden_size=32,
+                              backbone_feature_sizes=[[side // 4] * 2, [side // 8] * 2, [side // 16] * 2])
+    config = Sam2Config(vision_config=vision,
+                        prompt_encoder_config=Sam2PromptEncoderConfig(hidden_size=32, image_size=side, patch_size=16,
+                                                                      mask_input_channels=4),
+                        mask_decoder_config=Sam2MaskDecoderConfig(hidden_size=32, mlp_dim=64, num_attention_heads=4,
+                                                                  iou_head_hidden_dim=32))
+    with seeded(seed):
+        model = Sam2Model(config).eval()
+    processor = Sam2Processor(Sam2ImageProcessor(size={"height": side, "width": side},
+                                                 mask_size={"height": side // 4, "width": side // 4}))
     return model, processor

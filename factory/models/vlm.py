@@ -1,5 +1,6 @@
 """The VLM: a backend behind ``generate_json`` (see ``agents.vlm``), chosen by ``models.vlm``.
 
+``backend: scripted``: no model, deterministic answers from a lexicon (the tiny preset's VLM).
 ``tiny``: a randomly initialised Qwen2-VL (the production class family) from a small config, with
 a byte-level BPE tokenizer trained offline on a few JSON strings and a Qwen-style chat template.
 ``pretrained``: ``backend: transformers`` loads the model + processor from a folder / the HF cache;
@@ -33,6 +34,10 @@ TOKENIZER_CORPUS = (
 
 def load_vlm(models: ModelsConfig):
     vlm = models.vlm
+    if vlm.backend == "scripted":
+        from agents.vlm.scripted_backend import ScriptedBackend
+
+        return ScriptedBackend(models.seed, vlm.scripted_visible_share)
     if vlm.backend == "openai":
         from agents.vlm.openai_backend import OpenAIBackend
 

@@ -6,13 +6,17 @@ Read top to bottom, ``FluxEngine.run`` is the whole method:
 2. invert: integrate the latent from σ=0 to σ=1 in fp32 (Euler, or FireFlow's re-used midpoint),
    guidance ``guidance_invert``; value layers write V into the value cache on the steps that the
    denoising will read;
-3. denoise from σ=1 back to 0 with ``guidance_denoise``: for the first ``pe_steps[tool]`` steps
-   target tokens are rotated with their reference token's RoPE, for the first ``value_steps``
-   steps value layers take the cached V of the paired inversion step (reverse order) and target
-   tokens the cached V of their reference; after every step, latents outside the dilated target
-   cells are replaced by the inversion trajectory at the same σ (latent paste);
-4. decode, and composite: outside the change mask (dilated target cells) the output *is* the
-   input, byte for byte, so every changed pixel is labelled.
+3. denoise from σ=1 back to 0 with ``guidance_denoise``: each target token is rotated with its
+   reference token's RoPE for the first ``pe_steps`` steps *of its own artifact* (a per-token gate:
+   one image can hold an ``add`` injected for 25 steps and a ``fuse`` for 15), for the first
+   ``value_steps`` steps value layers take the cached V of the paired inversion step (reverse
+   order) and target tokens the V of their reference; after every step, latents outside the
+   dilated target cells are replaced by the inversion trajectory at the same σ (latent paste);
+4. decode, and composite onto the *VAE reconstruction* of the input (the decode of its encoded
+   latent), never onto camera pixels: outside the change mask (dilated target cells) the output
+   *is* that reconstruction, byte for byte. Every pixel of the artifact image then carries the same
+   decoder fingerprint — the changed cells cannot be found as "the VAE-decoded blocks" — and every
+   pixel that differs from the reconstruction is labelled.
 
 Mappings are per sample: a batch of images of one size with different mappings runs in one
 forward. The engine does not know about tools or records: it takes cell index tensors.
@@ -35,20 +39,23 @@ CELL = 16
 
 @dataclass
 class EngineResult:
-    images: np.ndarray  # (B, H, W, 3) uint8, composited
+    images: np.ndarray  # (B, H, W, 3) uint8: ``raw`` inside the change mask, ``clean`` outside
     change_masks: np.ndarray  # (B, H, W) bool
     raw: np.ndarray  # (B, H, W, 3) uint8, decoded before compositing
+    clean: np.ndarray  # (B, H, W, 3) uint8, the VAE reconstruction of the input (decode of its latent)
     cache_bytes: int
     latent_error: float  # mean |z_denoised − z_input| over all tokens (reconstruction, before decoding)
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def shifted_sigmas(num_steps: int, image_tokens: int) -> torch.Tensor:
-    """FLUX's schedule: linspace(1, 1/N, N) time-shifted by mu (linear in token count), then 0."""
-    mu = 0.5 + (1.15 - 0.5) * (image_tokens - 256) / (4096 - 256)
+def shifted_sigmas(num_steps: int, image_tokens: int, shift: bool = True) -> torch.Tensor:
+    """FLUX's schedule: linspace(1, 1/N, N), time-shifted by mu (linear in token count) unless
+    ``shift`` is off (FLUX.1-schnell is sampled unshifted), then 0."""
     sigmas = torch.linspace(1.0, 1.0 / num_steps, num_steps, dtype=torch.float64)
-    shifted = math.exp(mu) / (math.exp(mu) + (1.0 / sigmas - 1.0))
-    return torch.cat([shifted, torch.zeros(1, dtype=torch.float64)]).float()
+    if shift:
+        mu = 0.5 + (1.15 - 0.5) * (image_tokens - 256) / (4096 - 256)
+        sigmas = math.exp(mu) / (math.exp(mu) + (1.0 / sigmas - 1.0))
+    return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)]).float()
 
 
 def pack(latents: torch.Tensor) -> torch.Tensor:
@@ -120,13 +127,18 @@ class FluxEngine:
     # -------------------------------------------------------------------------- state
     def _prepare_state(self, batch: int, text_len: int, rows: int, cols: int,
                        targets: list[torch.Tensor], references: list[torch.Tensor]) -> tuple:
-        n_img, seq = rows * cols, text_len + rows * cols
+        seq = text_len + rows * cols
         ids = torch.cat([torch.zeros(text_len, 3), image_ids(rows, cols)]).to(self.device)
         cos, sin = self.c.transformer.pos_embed(ids)
         index = torch.arange(seq, device=self.device).repeat(batch, 1)
+        cached_rows = torch.ones(batch, seq, 1, 1, dtype=torch.bool, device=self.device)
+        if self.cfg.cached_value_rows == "background":  # text and targets keep their live V
+            cached_rows[:, :text_len] = False
         for b, (t, r) in enumerate(zip(targets, references)):
             if t.numel():
                 index[b, text_len + t.to(self.device)] = text_len + r.to(self.device)
+                if self.cfg.cached_value_rows == "background":
+                    cached_rows[b, text_len + t.to(self.device)] = False
         cos_inj, sin_inj = cos[index], sin[index]  # per-sample tables, reference rows in target rows
         slots = self.cfg.value_steps
         cache: list[torch.Tensor] = []
@@ -140,7 +152,7 @@ class FluxEngine:
                                  pin_memory=pin) for _ in self.value_layers]
         state = InjectionState(
             cos_pe=cos[None].repeat(batch, 1, 1), sin_pe=sin[None].repeat(batch, 1, 1), value_index=index,
-            value_gate=torch.zeros(batch, 1, 1, 1, device=self.device),
+            cached_rows=cached_rows, value_gate=torch.zeros(batch, 1, 1, 1, device=self.device),
             write_slot=torch.tensor(slots, device=self.device), read_slot=torch.tensor(0, device=self.device),
             cache=cache)
         for proc in self.processors.values():
@@ -152,8 +164,12 @@ class FluxEngine:
     # --------------------------------------------------------------------------- main
     @torch.no_grad()
     def run(self, images: np.ndarray, prompt_embeds: torch.Tensor, pooled: torch.Tensor,
-            targets: list[torch.Tensor], references: list[torch.Tensor], pe_steps: list[int]) -> EngineResult:
-        """Synthesise a batch: ``images`` (B, H, W, 3) uint8 of one size, one mapping per sample."""
+            targets: list[torch.Tensor], references: list[torch.Tensor],
+            pe_steps: list[int | torch.Tensor]) -> EngineResult:
+        """Synthesise a batch: ``images`` (B, H, W, 3) uint8 of one size, one mapping per sample.
+
+        ``pe_steps[b]`` is the number of denoising steps with positional injection, one for every
+        target cell of sample ``b`` (a tensor aligned with ``targets[b]``) or one for all of them."""
         timings: dict[str, float] = {}
         start = time.perf_counter()
         batch, height, width = images.shape[:3]
@@ -161,7 +177,7 @@ class FluxEngine:
             raise ValueError(f"image sides must be multiples of {CELL}, got {width}x{height}")
         rows, cols = height // CELL, width // CELL
         steps = self.cfg.num_steps
-        sigmas = shifted_sigmas(steps, rows * cols).to(self.device)
+        sigmas = shifted_sigmas(steps, rows * cols, self.cfg.time_shift).to(self.device)
         z0 = self.encode_images(images)  # (B, N, 64) fp32
         timings["encode"] = time.perf_counter() - start
 
@@ -199,11 +215,15 @@ class FluxEngine:
 
         # ---- denoising, σ: 1 → 0, with injection and latent paste.
         tic = time.perf_counter()
-        pe_limit = torch.tensor(pe_steps, device=self.device)
+        text_len = prompt_embeds.shape[1]
+        pe_limit = torch.zeros(batch, text_len + rows * cols, dtype=torch.long, device=self.device)
+        for b, (t, limit) in enumerate(zip(targets, pe_steps)):  # per token: its own artifact's steps
+            if t.numel():
+                pe_limit[b, text_len + t.to(self.device)] = torch.as_tensor(limit, device=self.device).expand(t.numel())
         state.write_slot.fill_(self.cfg.value_steps)  # scratch: nothing is cached while denoising
         carried = None
         for j in range(steps):
-            pe_on = (j < pe_limit)[:, None, None]
+            pe_on = (j < pe_limit)[:, :, None]
             state.cos_pe.copy_(torch.where(pe_on, injected[0], stock[0][None]))
             state.sin_pe.copy_(torch.where(pe_on, injected[1], stock[1][None]))
             state.value_gate.fill_(1.0 if j < self.cfg.value_steps else 0.0)
@@ -215,12 +235,13 @@ class FluxEngine:
 
         tic = time.perf_counter()
         raw = self.decode(z, rows, cols)
+        clean = self.decode(z0, rows, cols)
         masks = np.stack([self._dilated_pixels(t, rows, cols) for t in targets])
-        composite = np.where(masks[..., None], raw, images)
+        composite = np.where(masks[..., None], raw, clean)
         timings["decode"] = time.perf_counter() - tic
         timings["total"] = time.perf_counter() - start
         latent_error = float((z - z0).abs().mean())
-        return EngineResult(composite, masks, raw, cache_bytes, latent_error, timings)
+        return EngineResult(composite, masks, raw, clean, cache_bytes, latent_error, timings)
 
     def _step(self, velocity, z, sigma, sigma_next, guidance, carried):
         """One solver step from ``sigma`` to ``sigma_next``; returns (z_next, carried velocity)."""

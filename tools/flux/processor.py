@@ -10,8 +10,11 @@ denoising loop once. With the state's gates closed the processor computes exactl
   tables in which a target token's row is its reference token's row;
 * value caching (value layers, inversion): V of every token is written to the value cache slot
   the state names (a scratch slot when the step is not cached);
-* value injection (value layers, denoising): V ← cached V of the paired inversion step, and a
-  target token takes the cached V of its reference token; gated per sample.
+* value injection (value layers, denoising): the rows the state names (by default the image
+  tokens that are not targets, as the method's authors: text keeps its live V) take their cached
+  V of the paired inversion step; then every target token takes the V its reference token has at
+  that point — cached for a background reference, live for a reference that is itself a target
+  (a distortion's permuted cells); gated per sample.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ class InjectionState:
 
     cos_pe: torch.Tensor  # (B, S, D): RoPE with reference rows written into target rows (or stock)
     sin_pe: torch.Tensor
-    value_index: torch.Tensor  # (B, S) long: the token whose cached V each token takes
+    value_index: torch.Tensor  # (B, S) long: the token whose V each token takes (itself, or its reference)
+    cached_rows: torch.Tensor  # (B, S, 1, 1) bool: rows replaced by their cached V before targets read
     value_gate: torch.Tensor  # (B, 1, 1, 1) float: 1 while a sample injects values, else 0
     write_slot: torch.Tensor  # () long: cache slot to write this call (the scratch slot if none)
     read_slot: torch.Tensor  # () long: cache slot to read this call
@@ -86,8 +90,9 @@ class InjectionProcessor:
                                                             non_blocking=True))
             cached = layer_cache.index_select(0, state.read_slot.to(layer_cache.device))[0]
             cached = cached.to(value.device, value.dtype, non_blocking=True)
+            replaced = torch.where(state.cached_rows, cached, value)
             index = state.value_index[:, :, None, None].expand(-1, -1, *cached.shape[2:])
-            injected = torch.gather(cached, 1, index)
+            injected = torch.gather(replaced, 1, index)
             value = value + state.value_gate.to(value.dtype) * (injected - value)
 
         hidden_states = dispatch_attention_fn(query, key, value, attn_mask=attention_mask,

@@ -1,0 +1,211 @@
+"""Three outcomes: the data rejects, the infrastructure fails. Failed samples are never committed,
+are retried, and a stage that keeps failing stops the job with one line; the sources stay unused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data as skdata
+
+from factory.config import load_config
+from factory.pipeline import Failures
+from factory.stages import AgentStage, decode_sources, work_schema
+from shards.reader import iter_samples
+from shards.record import Sample, from_transport_table, to_transport_table
+from tests.conftest import factory_env
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------ stage semantics
+class FakeStage(AgentStage):
+    """An actor stage around a scripted agent (no models)."""
+
+    name = "fake"
+    behaviour = "ok"
+    max_batch = 1  # larger batches run out of memory when behaviour == "oom"
+    calls: list[int] = []
+
+    def build(self, config):
+        def agent(samples: list[Sample]) -> list[Sample]:
+            type(self).calls.append(len(samples))
+            if self.behaviour == "oom" and len(samples) > self.max_batch:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            if self.behaviour == "bug":
+                raise KeyError("a bug")
+            for s in samples:
+                if s.sample_id == "reject-me":
+                    s.reject("no_entities: nothing there")
+                else:
+                    s.caption = "done"
+            return samples
+
+        return agent
+
+
+def _batch(*ids: str):
+    return to_transport_table([Sample(sample_id=i, source_id=i, seed=0) for i in ids])
+
+
+def _run_stage(behaviour: str, ids: tuple[str, ...], max_batch: int = 1) -> list[Sample]:
+    FakeStage.behaviour, FakeStage.max_batch, FakeStage.calls = behaviour, max_batch, []
+    stage = FakeStage(load_config("tiny").model_dump_json())
+    return from_transport_table(stage(_batch(*ids)))
+
+
+def test_out_of_memory_halves_the_batch_until_it_fits():
+    ids = ("a", "b", "c", "d", "e")
+    out = _run_stage("oom", ids, max_batch=2)
+    assert [s.sample_id for s in out] == list(ids)
+    assert all(s.status == "pending" and s.caption == "done" for s in out)
+    assert FakeStage.calls == [5, 2, 3, 1, 2]  # 5 → 2 (fits) + 3 → 3 → 1 + 2
+
+
+def test_out_of_memory_at_batch_size_one_fails_the_sample():
+    out = _run_stage("oom", ("a", "b"), max_batch=0)
+    assert [s.status for s in out] == ["failed", "failed"]
+    assert out[0].failure["stage"] == "fake" and out[0].failure["type"] == "OutOfMemoryError"
+
+
+def test_an_unexpected_exception_fails_the_batch_with_its_traceback_and_rejections_stay_data():
+    ok = _run_stage("ok", ("reject-me", "b"))
+    assert [s.status for s in ok] == ["rejected", "pending"]
+    bug = _run_stage("bug", ("a", "b"))
+    assert all(s.status == "failed" and not s.reject_reason for s in bug)
+    assert bug[0].failure["type"] == "KeyError" and "a bug" in bug[0].failure["message"]
+    assert "Traceback" in bug[0].failure["traceback"] and "agent" in bug[0].failure["traceback"]
+
+
+def test_decode_rejects_bad_files_and_fails_on_storage_errors(tmp_path):
+    import pyarrow as pa
+
+    (tmp_path / "notes.jpg").write_text("not an image")
+    locked = tmp_path / "locked.png"
+    Image.fromarray(skdata.coffee()).save(locked)
+    locked.chmod(0)
+    rows = [{"sample_id": name, "source_id": name, "seed": 0, "uri": str(tmp_path / name), "data": b""}
+            for name in ("notes.jpg", "gone.png", "locked.png")]
+    try:
+        out = {s.sample_id: s for s in from_transport_table(decode_sources(
+            pa.Table.from_pylist(rows, schema=work_schema()), load_config("tiny").model_dump_json()))}
+    finally:
+        locked.chmod(0o644)
+    assert out["notes.jpg"].status == "rejected" and out["notes.jpg"].reject_reason.startswith("bad_input:")
+    assert out["gone.png"].reject_reason.startswith("bad_input:missing")
+    if os.geteuid() != 0:  # root reads any file
+        assert out["locked.png"].status == "failed" and out["locked.png"].failure["type"] == "PermissionError"
+
+
+def test_circuit_breaker_needs_enough_failures_of_one_stage_in_the_window():
+    policy = load_config("tiny", overrides={"factory.breaker_window": 10, "factory.breaker_min_failures": 4,
+                                            "factory.breaker_failure_share": 0.5, "factory.max_attempts": 2}).factory
+    failures = Failures(policy)
+
+    def failed(sample_id: str, stage: str) -> Sample:
+        return Sample(sample_id=sample_id, source_id="s", seed=0).fail(stage, ConnectionError("refused"))
+
+    for i in range(3):
+        failures.record(failed(f"p{i}", "perception"))
+    assert failures.tripped() is None  # 3 < min failures
+    for _ in range(7):
+        failures.finished()
+    failures.record(failed("p0", "perception"))
+    assert failures.tripped() is None  # p0 left the window: 3 failures in the latest 10
+    assert failures.given_up() == {"p0"}  # its second try: not planned again in this run
+    for i in range(3):
+        failures.record(failed(f"q{i}", "perception"))
+    assert failures.tripped() is None  # [finished x6, p0, q0, q1, q2]: 4 of the latest 10, under half
+    failures.record(failed("q3", "perception"))
+    message = failures.tripped()  # 5 of the latest 10: half
+    assert message and "'perception' failed 5 of the latest 10" in message and "ConnectionError: refused" in message
+    assert failures.report()["by_stage"] == {"perception": {"ConnectionError": 8}}
+
+
+# ------------------------------------------------------------------- a VLM server that is down
+class VLMServer(BaseHTTPRequestHandler):
+    """An OpenAI-compatible server: 503 to everything while ``down``, else schema-valid answers."""
+
+    down = True
+    requests = 0
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests += 1
+        if type(self).down:
+            return self._send(503, {"error": {"message": "overloaded"}})
+        name = body["response_format"]["json_schema"]["name"]
+        if name == "caption_vocabulary":
+            answer = {"caption": "a person with a cat", "entities": [
+                {"name": "person", "peripheral": ["hand", "ear"], "intermediate": ["arm", "head"]},
+                {"name": "cat", "peripheral": ["tail", "paw"], "intermediate": ["leg"]}]}
+        elif name.startswith("triplet"):
+            answer = {"visible": True, "in_region": True, "explanation": "the part is wrong", "label": "wrong part"}
+        else:
+            answer = {"explanation": "a structural flaw"}
+        self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": json.dumps(answer)}}]})
+
+    def _send(self, status: int, payload: dict):
+        raw = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+
+@pytest.mark.slow
+def test_a_vlm_outage_stops_the_job_without_using_up_sources_and_the_rerun_finishes(tmp_path):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), VLMServer)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat"):
+        Image.fromarray(np.asarray(getattr(skdata, name)())).save(photos / f"{name}.png")
+    out, n = tmp_path / "run", 2
+    cmd = [sys.executable, "-m", "factory.run", "--n", str(n), "--preset", "tiny", "--source", str(photos),
+           "--out", str(out), "--set", "models.vlm.backend=openai", "--set", f"models.vlm.base_url={url}",
+           "--set", "models.vlm.max_retries=1", "--set", "models.vlm.timeout_s=5"]
+    env = factory_env()
+    try:
+        VLMServer.down = True
+        down = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert down.returncode == 4, down.stderr[-3000:]
+        last = down.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: stage 'perception' failed") and url in last and "http_503" in last
+        committed = list(iter_samples(out))
+        assert not any("vlm" in s.reject_reason or "503" in s.reject_reason for s in committed)
+        assert all(s.status in ("accepted", "rejected") for s in committed)
+        errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+        assert errors and all(e["stage"] == "perception" and e["type"] == "VLMUnavailableError" for e in errors)
+        assert all("Traceback" in e["traceback"] for e in errors)
+        report = json.loads((out / "report.json").read_text())
+        assert report["failed"]["by_stage"] == {"perception": {"VLMUnavailableError": len(errors)}}
+        assert report["stopped"] and not report["complete"]
+        # Stopped promptly: far fewer tries than the sources x seeds it could have walked through.
+        assert len({e["sample_id"] for e in errors}) < 6 * load_config("tiny").factory.seeds_per_image
+
+        VLMServer.down = False  # the server recovers: the same command finishes the job
+        up = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert up.returncode == 0, up.stderr[-3000:]
+    finally:
+        httpd.shutdown()
+    samples = list(iter_samples(out))
+    assert len({s.sample_id for s in samples}) == len(samples)
+    assert sum(s.status == "accepted" for s in samples) == n
+    assert not any("vlm" in s.reject_reason or "error" in s.reject_reason.lower() for s in samples)

@@ -1,0 +1,252 @@
+"""The production code path (``kind: pretrained``, bf16, the real presets' thresholds) on a CPU.
+
+``factory.models.tiny`` writes tiny random models in the exact folder layouts the real presets load
+(the ``tiny_weights`` fixture); ``DIR/cpu.yaml`` points a real preset at them. These tests load
+every folder through the project's own loaders, run every role once in bf16 on a real photo, and
+run ``factory.run`` end to end on flux-dev, flux-schnell and flux-dev with SAM 2.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data as skdata
+from transformers import CLIPTokenizer, T5TokenizerFast
+
+from agents import prompts
+from agents.curation import masked_lpips, triplet_images
+from agents.perception import Detection, PerceptionAgent
+from agents.synthesis import SynthesisAgent, decode_rle
+from agents.vlm.base import VLMRequest
+from factory.config import Config, load_config
+from factory.models.flux import load_flux, tiny_flux
+from factory.models.lpips import alexnet_features, load_lpips
+from factory.models.perception import load_grounding, load_segmentation
+from factory.models.vlm import load_vlm
+from factory.sources import prepare_image
+from shards.images import decode_array, encode_png
+from shards.reader import iter_samples
+from shards.record import Artifact, Sample
+from tests.conftest import factory_env
+
+ROOT = Path(__file__).resolve().parents[1]
+E2E_PHOTOS = ("astronaut", "chelsea", "coffee")
+ERROR_MARKERS = ("_error", "Error", "Traceback", "RuntimeError")
+FORWARD_TOKENS = 24  # new tokens per VLM answer in the one-forward checks (a random model rambles)
+
+
+def _config(tiny_weights: Path, preset: str = "flux-dev", family: str = "sam") -> Config:
+    name = "cpu-sam2.yaml" if family == "sam2" else "cpu.yaml"
+    return load_config(preset, file=tiny_weights / name)
+
+
+def _photo(config: Config, name: str = "astronaut") -> np.ndarray:
+    return prepare_image(np.asarray(getattr(skdata, name)()), config.image)
+
+
+def _floats(value: Any) -> list[torch.dtype]:
+    """dtypes of every floating tensor in a (nested) call argument or model output."""
+    if isinstance(value, torch.Tensor):
+        return [value.dtype] if value.is_floating_point() else []
+    if isinstance(value, dict):
+        return [d for v in value.values() for d in _floats(v)]
+    if isinstance(value, (list, tuple)):
+        return [d for v in value for d in _floats(v)]
+    return []
+
+
+def _watch(module: torch.nn.Module, outputs: bool = False) -> list[torch.dtype]:
+    """Record the floating dtypes a module is called with (or, for token-id models, returns)."""
+    seen: list[torch.dtype] = []
+
+    def hook(_module, args, kwargs, output):
+        seen.extend(_floats(output) if outputs else _floats(args) + _floats(kwargs))
+
+    module.register_forward_hook(hook, with_kwargs=True)
+    return seen
+
+
+def _assert_bf16(module: torch.nn.Module, role: str) -> None:
+    """Every parameter and floating buffer is bf16, except RoPE frequencies (kept fp32 by design)."""
+    dtypes = {p.dtype for p in module.parameters()}
+    dtypes |= {b.dtype for name, b in module.named_buffers() if b.is_floating_point() and "inv_freq" not in name}
+    assert dtypes == {torch.bfloat16}, f"{role}: {dtypes}"
+
+
+def _ran_in_bf16(seen: list[torch.dtype], role: str) -> None:
+    assert seen, f"{role} never ran"
+    assert set(seen) == {torch.bfloat16}, f"{role} ran with {set(seen)}"
+
+
+# ------------------------------------------------------------------------------------ loading
+def test_every_folder_loads_through_the_project_loaders_in_bf16(tiny_weights):
+    config = _config(tiny_weights)
+    models = config.models
+    assert models.dtype == "bfloat16" and models.device == "cpu"
+    for spec in (models.flux, models.grounding, models.segmentation, models.lpips, models.vlm.model):
+        assert spec.kind == "pretrained" and Path(spec.path).is_relative_to(tiny_weights)
+    assert config.curation == load_config("flux-dev").curation  # the preset's thresholds, untouched
+    assert config.perception == load_config("flux-dev").perception
+
+    flux = load_flux(models)
+    assert type(flux.transformer).__name__ == "FluxTransformer2DModel"
+    for role in ("transformer", "vae", "text_encoder", "text_encoder_2"):
+        _assert_bf16(getattr(flux, role), f"FLUX {role}")
+    grounding = load_grounding(models)
+    assert type(grounding.model).__name__ == "GroundingDinoForObjectDetection"
+    _assert_bf16(grounding.model, "grounding")
+    sam = load_segmentation(models)
+    assert type(sam.model).__name__ == "SamModel" and sam.family == "sam"
+    _assert_bf16(sam.model, "SAM")
+    sam2 = load_segmentation(_config(tiny_weights, family="sam2").models)
+    assert type(sam2.model).__name__ == "Sam2Model" and sam2.family == "sam2"
+    _assert_bf16(sam2.model, "SAM 2")
+    vlm = load_vlm(models)
+    assert type(vlm.model).__name__ == "Qwen2VLForConditionalGeneration"
+    _assert_bf16(vlm.model, "VLM")
+    _assert_bf16(load_lpips(models), "LPIPS")
+
+
+def test_flux_tokenizers_load_in_their_real_formats(tiny_weights):
+    folder = tiny_weights / "flux"
+    assert {p.name for p in (folder / "tokenizer").iterdir()} >= {"vocab.json", "merges.txt"}
+    assert not (folder / "tokenizer" / "tokenizer.json").exists()  # as FLUX repos ship CLIP's tokenizer
+    assert json.loads((folder / "model_index.json").read_text())["_class_name"] == "FluxPipeline"
+    clip = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
+    ids = clip("A photo of an astronaut, 2 cats!").input_ids
+    assert ids[0] == clip.convert_tokens_to_ids("<|startoftext|>") and ids[-1] == clip.eos_token_id
+    assert clip.convert_ids_to_tokens(ids)[1:5] == ["a</w>", "photo</w>", "of</w>", "an</w>"]
+    assert clip.eos_token == clip.pad_token == "<|endoftext|>" and clip.model_max_length == 77
+    t5 = T5TokenizerFast.from_pretrained(folder, subfolder="tokenizer_2", local_files_only=True)
+    assert (t5.pad_token_id, t5.eos_token_id, t5.unk_token) == (0, 1, "<unk>")
+    assert all(t5.convert_tokens_to_ids(f"<extra_id_{i}>") != t5.unk_token_id for i in range(100))
+    assert t5("a photo of a cat").input_ids[-1] == t5.eos_token_id
+    flux = load_flux(_config(tiny_weights).models)
+    assert flux.text_encoder.config.vocab_size >= len(clip)
+    assert flux.text_encoder_2.config.vocab_size >= len(t5)
+    in_process = tiny_flux(0)  # the tiny preset shares the builder: same tokens, same ids
+    for text in ("a photo of a cat with two coins", "Unknown words: zebra 42!"):
+        assert in_process.tokenizer(text).input_ids == clip(text).input_ids
+        assert in_process.tokenizer_2(text).input_ids == t5(text).input_ids
+
+
+def test_lpips_path_accepts_a_weights_file_or_folder(tiny_weights, tmp_path):
+    config = _config(tiny_weights)
+    reference = alexnet_features(load_lpips(config.models).net)
+    torch.save({k: v.float() for k, v in reference.items()}, tmp_path / "alexnet.pth")
+    for path in (tmp_path, tmp_path / "alexnet.pth", tiny_weights / "lpips" / "alexnet.safetensors"):
+        models = config.models.model_copy(update={"lpips": config.models.lpips.model_copy(update={"path": str(path)})})
+        loaded = alexnet_features(load_lpips(models).net)
+        assert all(torch.equal(loaded[k], reference[k]) for k in reference)
+
+
+def test_the_tiny_preset_builds_sam2_in_process():
+    seg = load_segmentation(load_config("tiny", overrides={"models.segmentation_family": "sam2"}).models)
+    assert type(seg.model).__name__ == "Sam2Model"
+    inputs = seg.processor(images=[Image.fromarray(skdata.astronaut())], input_boxes=[[[40.0, 30.0, 300.0, 400.0]]],
+                           return_tensors="pt")
+    out = seg.model(**inputs, multimask_output=True)
+    assert out.iou_scores.shape == (1, 1, 3)
+
+
+# ------------------------------------------------------------------------------ every role, bf16
+@pytest.mark.parametrize("family", ["sam", "sam2"])
+def test_perception_roles_run_in_bf16_on_a_photo(tiny_weights, family):
+    config = _config(tiny_weights, family=family)
+    vlm, grounding = load_vlm(config.models), load_grounding(config.models)
+    vlm.max_new_tokens = FORWARD_TOKENS
+    segmentation = load_segmentation(config.models)
+    seen = {"VLM": _watch(vlm.model), "grounding": _watch(grounding.model), "segmentation": _watch(segmentation.model)}
+    photo = Image.fromarray(_photo(config))
+    answer = vlm.generate_json([VLMRequest(*prompts.caption_vocabulary(), images=[photo], name="caption")])
+    assert len(answer) == 1
+    agent = PerceptionAgent(vlm, grounding, segmentation, config)
+    found = agent._detect([photo], [["person", "helmet", "hand"]])
+    assert len(found) == 1
+    box = Detection("person", [16.0, 8.0, 150.0, 170.0], 1.0)
+    agent._segment(photo, [box])
+    assert box.mask is not None and box.mask.shape == (photo.height, photo.width)
+    for role, dtypes in seen.items():
+        _ran_in_bf16(dtypes, role)
+
+
+def test_synthesis_and_curation_roles_run_in_bf16_on_a_photo(tiny_weights):
+    config = _config(tiny_weights)
+    flux = load_flux(config.models)
+    seen = {"FLUX transformer": _watch(flux.transformer.x_embedder), "VAE encoder": _watch(flux.vae.encoder),
+            "VAE decoder": _watch(flux.vae.decoder), "CLIP": _watch(flux.text_encoder, outputs=True),
+            "T5": _watch(flux.text_encoder_2, outputs=True)}
+    real = _photo(config)
+    sample = Sample(sample_id="astronaut", source_id="astronaut", seed=0, real_image=encode_png(real),
+                    caption="a photo of an astronaut",
+                    artifacts=[Artifact(tool="distort", entity="person", cells=[26, 27, 38, 39],
+                                        reference_cells=[39, 26, 27, 38]),
+                               Artifact(tool="add", entity="person", subentity="hand", cells=[100, 101],
+                                        reference_cells=[30, 31])])
+    [out] = SynthesisAgent(flux, config)([sample])
+    assert out.image and out.status == "pending"
+    for role, dtypes in seen.items():
+        _ran_in_bf16(dtypes, role)
+
+    fake = decode_array(out.image)
+    assert fake.shape == real.shape
+    lpips_model, vlm = load_lpips(config.models), load_vlm(config.models)
+    vlm.max_new_tokens = FORWARD_TOKENS
+    seen = {"LPIPS": _watch(lpips_model), "VLM": _watch(vlm.model)}
+    distance = masked_lpips(lpips_model, real, fake, decode_rle(out.artifacts[0].region))
+    assert np.isfinite(distance) and distance >= 0
+    region = decode_rle(out.artifacts[1].region)
+    check = prompts.triplet_check("add", "person", "hand")
+    verdicts = vlm.generate_json([VLMRequest(*check, images=list(triplet_images(real, fake, region, 0.15)),
+                                             name="triplet_add")])
+    assert len(verdicts) == 1
+    for role, dtypes in seen.items():
+        _ran_in_bf16(dtypes, role)
+
+
+# ------------------------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def three_photos(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("three_photos")
+    for name in E2E_PHOTOS:
+        Image.fromarray(np.asarray(getattr(skdata, name)())).save(folder / f"{name}.png")
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset, family", [("flux-dev", "sam"), ("flux-schnell", "sam"), ("flux-dev", "sam2")])
+def test_factory_runs_a_real_preset_on_cpu(tiny_weights, three_photos, tmp_path, preset, family):
+    out = tmp_path / "run"
+    sam2 = (["--set", "models.segmentation_family=sam2", "--set", f"models.segmentation.path={tiny_weights / 'sam2'}"]
+            if family == "sam2" else [])
+    cmd = [sys.executable, "-m", "factory.run", "--preset", preset, "--config", str(tiny_weights / "cpu.yaml"),
+           "--n", "1", "--source", str(three_photos), "--out", str(out), "--set", "factory.seeds_per_image=1", *sam2]
+    done = subprocess.run(cmd, cwd=ROOT, env=factory_env(), capture_output=True, text=True, timeout=600)
+    # 3: the sources ran out before one sample was accepted (random models, real thresholds).
+    assert done.returncode in (0, 3), done.stderr[-4000:]
+
+    used = json.loads((out / "flawforge.json").read_text())["config"]
+    assert used["models"]["dtype"] == "bfloat16" and used["models"]["flux"]["kind"] == "pretrained"
+    assert used["models"]["segmentation_family"] == family
+    errors = out / "errors.jsonl"  # failed samples are never committed: their tracebacks land here
+    assert not errors.exists() or not errors.read_text().strip(), errors.read_text()[-4000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report.get("failed", {}).get("total", 0) == 0, report["failed"]
+    samples = list(iter_samples(out))
+    assert samples and (done.returncode == 0 or len(samples) == len(E2E_PHOTOS))
+    for sample in samples:
+        assert sample.status in ("accepted", "rejected")
+        reason = sample.reject_reason
+        assert not any(marker in reason for marker in ERROR_MARKERS), reason
+        assert sample.status == "accepted" or reason.split(":")[0] in (
+            "no_entities", "no_artifact_planned", "no_accepted_artifact", "artifact_rejected", "background_leak",
+            "bad_input",
+            "vlm_invalid_answer"), reason

@@ -1,0 +1,152 @@
+"""The tiny preset with curation on: the scripted VLM, the tiny perception layout, and a factory run
+whose accepted rows hold all four tools while curation still rejects some artifacts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from agents import prompts
+from agents.perception import PerceptionAgent
+from agents.vlm import VLMRequest
+from agents.vlm.scripted_backend import LEXICON, ROLES, ScriptedBackend
+from factory.config import TOOLS, load_config
+from factory.models.perception import TINY_VOCABULARY, load_grounding, load_segmentation
+from factory.models.vlm import load_vlm
+from factory.sources import SAMPLE_PHOTOS, prepare_image
+from shards.images import encode_png
+from shards.reader import iter_samples
+from shards.record import Sample
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _photo(name: str, size: tuple[int, int] = (96, 80)) -> Image.Image:
+    return Image.fromarray(getattr(data, name)()).convert("RGB").resize(size)
+
+
+def _every_prompt(images: list[Image.Image]) -> list[VLMRequest]:
+    requests = [VLMRequest(*prompts.caption_vocabulary(), images=[images[0]], name="caption_vocabulary")]
+    requests += [VLMRequest(*prompts.triplet_check(tool, "cat", "ear"), images=images, name=f"triplet_{tool}")
+                 for tool in TOOLS]
+    requests.append(VLMRequest(*prompts.local_explanation("add", "cat", "ear"), images=[images[0]],
+                               name="local_explanation"))
+    requests.append(VLMRequest(*prompts.global_explanation(["an extra ear"]), name="global_explanation"))
+    return requests
+
+
+def test_scripted_vlm_is_deterministic_and_schema_valid_for_every_prompt():
+    config = load_config("tiny")
+    vlm = load_vlm(config.models)
+    assert "scripted" in vlm.model_id
+    images = [_photo("astronaut"), _photo("coffee"), _photo("chelsea")]
+    first = vlm.generate_json(_every_prompt(images))
+    second = load_vlm(config.models).generate_json(_every_prompt(images))  # a fresh backend, same answers
+    assert [r.value for r in first] == [r.value for r in second]
+    for request, result in zip(_every_prompt(images), first):
+        assert result.ok, (request.name, result.error)
+        jsonschema.validate(result.value, request.schema)
+    vocabulary = first[0].value
+    assert 1 <= len(vocabulary["entities"]) <= 3
+    tokens = set(TINY_VOCABULARY.split())
+    for entity in vocabulary["entities"]:  # the lexicon, in words the tiny Grounding DINO knows
+        peripheral, intermediate = LEXICON[entity["name"]]
+        assert entity["peripheral"] and set(entity["peripheral"]) <= set(peripheral)
+        assert entity["intermediate"] and set(entity["intermediate"]) <= set(intermediate)
+    assert set(ROLES) <= tokens
+
+    [unknown] = vlm.generate_json([VLMRequest("?", {"type": "object"}, name="something_else")])
+    assert not unknown.ok and "unknown_request" in unknown.error
+
+
+def test_scripted_vlm_answers_depend_on_the_pixels_and_the_seed():
+    prompt, schema = prompts.caption_vocabulary()
+    photos = [_photo(name) for name in SAMPLE_PHOTOS]
+    captions = {ScriptedBackend(0).generate_json([VLMRequest(prompt, schema, [p], name="caption_vocabulary")])[0]
+                .value["caption"] for p in photos}
+    assert len(captions) > 1
+    request = VLMRequest(prompt, schema, photos[:1], name="caption_vocabulary")
+    by_seed = {str(ScriptedBackend(seed).generate_json([request])[0].value) for seed in range(6)}
+    assert len(by_seed) > 1
+
+    backend = ScriptedBackend(0, visible_share=0.7)  # about 70 % of checks pass, the rest fail
+    prompt, schema = prompts.triplet_check("add", "cat", "ear")
+    rng = np.random.default_rng(0)
+    crops = [Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(200)]
+    verdicts = backend.generate_json([VLMRequest(prompt, schema, [c], name="triplet_add") for c in crops])
+    passed = np.mean([v.value["visible"] and v.value["in_region"] for v in verdicts])
+    assert 0.6 < passed < 0.8
+
+
+def _tiny_samples(config, names, seeds) -> list[Sample]:
+    samples = []
+    for name in names:
+        rgb = prepare_image(np.asarray(Image.fromarray(getattr(data, name)()).convert("RGB")), config.image)
+        samples += [Sample(f"{name}-{seed}", name, seed, real_image=encode_png(rgb)) for seed in seeds]
+    return samples
+
+
+def test_tiny_layout_plans_all_four_tools_under_the_real_perception_thresholds():
+    config = load_config("tiny")
+    assert config.perception == load_config("flux-dev").perception  # no tiny-only perception overrides
+    agent = PerceptionAgent(load_vlm(config.models), load_grounding(config.models),
+                            load_segmentation(config.models), config)
+    samples = agent(_tiny_samples(config, SAMPLE_PHOTOS, seeds=(11, 12, 13)))
+    tools = Counter(a.tool for s in samples for a in s.artifacts)
+    assert set(tools) == set(TOOLS), tools
+    assert sum(not s.is_rejected for s in samples) >= len(samples) - 2
+    layouts = {s.source_id: [(d["label"], d["box"]) for d in s.plan["entities"] + s.plan["parts"]]
+               for s in samples if s.plan}
+    assert len({str(v) for v in layouts.values()}) == len(layouts)  # every photo gets its own layout
+
+    # the layout depends on the photo only, not on the other images of its batch (padding)
+    [alone] = agent(_tiny_samples(config, ["coffee"], seeds=(11,)))
+    in_batch = next(s for s in samples if s.sample_id == "coffee-11")
+    assert alone.plan == in_batch.plan and [a.cells for a in alone.artifacts] == [a.cells for a in in_batch.artifacts]
+
+
+def test_tiny_sam_masks_are_ellipses_filling_their_boxes():
+    config = load_config("tiny")
+    segmentation = load_segmentation(config.models)
+    image = _photo("coffee", (192, 128))
+    boxes = [[20.0, 10.0, 100.0, 90.0], [120.0, 40.0, 150.0, 70.0]]
+    inputs = segmentation.processor(images=[image], input_boxes=[boxes], return_tensors="pt")
+    outputs = segmentation.model(**inputs, multimask_output=True)
+    masks = segmentation.processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"],
+                                                      inputs["reshaped_input_sizes"])[0]
+    best = outputs.iou_scores[0].argmax(dim=-1)
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        mask = masks[i, best[i]].numpy().astype(bool)
+        ys, xs = np.nonzero(mask)
+        assert abs(xs.min() - x0) <= 3 and abs(xs.max() - x1) <= 3
+        assert abs(ys.min() - y0) <= 3 and abs(ys.max() - y1) <= 3
+        ellipse = np.pi / 4 * (x1 - x0) * (y1 - y0)
+        assert abs(mask.sum() - ellipse) < 0.1 * ellipse
+
+
+@pytest.mark.slow
+def test_tiny_factory_run_accepts_all_four_tools_and_curation_rejects_some(tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_USAGE_STATS_ENABLED="0", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "factory.run", "--n", "16", "--preset", "tiny", "--source", "samples",
+           "--out", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = list(iter_samples(out))
+    accepted = [s for s in rows if s.status == "accepted"]
+    assert len(accepted) == 16
+    assert {a.tool for s in accepted for a in s.artifacts if a.accepted} == set(TOOLS)
+    reasons = Counter(a.reject_reason.split(":")[0] for s in rows for a in s.artifacts if not a.accepted)
+    assert reasons["lpips_out_of_window"] > 0 and reasons["vlm_not_visible"] > 0, reasons
+    assert any(s.status == "rejected" for s in rows)
+    assert all("scripted" in s.provenance["vlm"] for s in accepted)
