@@ -125,8 +125,8 @@ def decode_source(data: bytes, config: SourceConfig) -> DecodedImage:
     if len(data) > config.max_bytes:
         raise ImageRejected("file_too_large", f"{len(data)} bytes > {config.max_bytes}")
     try:
-        image = Image.open(io.BytesIO(data))
-    except Exception as err:
+        image = Image.open(io.BytesIO(data))  # in-memory bytes: any error here is about the data
+    except (OSError, ValueError, SyntaxError) as err:  # UnidentifiedImageError is an OSError
         raise ImageRejected("not_an_image", f"no decoder recognises the file ({type(err).__name__})") from None
     width, height = image.size
     if width * height > config.max_pixels:  # checked on the header, before any pixel is decoded

@@ -56,7 +56,8 @@ it passed curation, so no accepted image carries an unlabelled edit.
 TINY_NOTE = """\
 > [!WARNING]
 > **TINY PRESET — NOT A REAL DATASET.** This run used the `tiny` preset: FLUX and LPIPS are
-> *randomly initialised* models of the production classes; Grounding DINO and SAM are random models
+> *randomly initialised* models of the production classes (only the tiny VAE is fitted for a few
+> seconds to reconstruct photos); Grounding DINO and SAM are random models
 > whose outputs are replaced by a seeded geometric layout of boxes and ellipses; the VLM is
 > *scripted* (answers drawn from a fixed lexicon and templates, no model; see `provenance`).
 > The files prove the factory's mechanics (planning, injection, curation, masks, shards, resume),
