@@ -28,13 +28,17 @@ def factory_env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
-def photo_folder(tmp_path_factory) -> Path:
-    """``FOLDER_PHOTOS`` written as PNG files, one source image each."""
-    folder = tmp_path_factory.mktemp("photos")
-    for name in FOLDER_PHOTOS:
+def write_photos(folder: Path, names: tuple[str, ...]) -> Path:
+    """scikit-image photos ``names`` written into ``folder`` as PNG files, one source image each."""
+    for name in names:
         Image.fromarray(np.asarray(getattr(skdata, name)())).save(folder / f"{name}.png")
     return folder
+
+
+@pytest.fixture(scope="session")
+def photo_folder(tmp_path_factory) -> Path:
+    """``FOLDER_PHOTOS`` written as PNG files."""
+    return write_photos(tmp_path_factory.mktemp("photos"), FOLDER_PHOTOS)
 
 
 @pytest.fixture(scope="session")

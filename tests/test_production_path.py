@@ -35,7 +35,7 @@ from factory.sources import prepare_image
 from shards.images import decode_array, encode_png
 from shards.reader import iter_samples
 from shards.record import Artifact, Sample
-from tests.conftest import factory_env
+from tests.conftest import factory_env, write_photos
 
 ROOT = Path(__file__).resolve().parents[1]
 E2E_PHOTOS = ("astronaut", "chelsea", "coffee")
@@ -215,10 +215,7 @@ def test_synthesis_and_curation_roles_run_in_bf16_on_a_photo(tiny_weights):
 # ------------------------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
 def three_photos(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("three_photos")
-    for name in E2E_PHOTOS:
-        Image.fromarray(np.asarray(getattr(skdata, name)())).save(folder / f"{name}.png")
-    return folder
+    return write_photos(tmp_path_factory.mktemp("three_photos"), E2E_PHOTOS)
 
 
 @pytest.mark.slow
