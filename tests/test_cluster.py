@@ -1,14 +1,10 @@
-"""The factory on real Ray clusters: a local head via `ray job submit`, and a simulated
-multi-node cluster (logical GPUs) that loses a worker node mid-run."""
+"""The factory on real Ray clusters: a local head with token authentication via `ray job submit`, and a
+simulated multi-node cluster (logical GPUs) that loses a worker node mid-run."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
 import subprocess
-import tempfile
 import sys
 import threading
 import time
@@ -19,43 +15,25 @@ import pytest
 from factory.config import load_config
 from factory.pipeline import run_factory
 from tests.test_factory import assert_valid_run
+from tests.test_security import free_port, local_head
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ray_job_submit_on_a_local_head(tmp_path):
-    bin_dir = Path(sys.executable).parent
-    ray_cli = str(bin_dir / "ray")
-    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", RAY_USAGE_STATS_ENABLED="0",
-               HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
-               RAY_AUTH_MODE="disabled")  # a loopback test cluster; a leftover ~/.ray token would switch auth on
-    env.pop("RAY_ADDRESS", None)
-    gcs, dashboard = _free_port(), _free_port()
-    temp_dir = Path(tempfile.mkdtemp(prefix="ffray", dir="/tmp"))  # Ray's socket paths must stay < 108 bytes
-    start = subprocess.run(
-        [ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=2",
-         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-         f"--temp-dir={temp_dir}", "--disable-usage-stats"],
-        env=env, capture_output=True, text=True, timeout=180)
-    assert start.returncode == 0, start.stderr[-3000:]
+    """The README's submit command against a head started as ``ray_cluster.yaml`` starts it (token auth)."""
+    from factory.models.tiny_vae import cache_dir
+
     out = tmp_path / "run"
-    try:
+    with local_head(tmp_path / "home", extra_env={"FLAWFORGE_CACHE": str(cache_dir())}) as head:
         submit = subprocess.run(
-            [ray_cli, "job", "submit", f"--address=http://127.0.0.1:{dashboard}", "--working-dir", str(ROOT),
+            [str(Path(sys.executable).parent / "ray"), "job", "submit", f"--address={head.url}",
+             "--working-dir", str(ROOT),
              "--", "python", "-m", "factory.run", "--n", "4", "--preset", "tiny", "--out", str(out)],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-        assert submit.returncode == 0, (submit.stdout[-3000:], submit.stderr[-3000:])
-        assert "succeeded" in (submit.stdout + submit.stderr).lower()
-    finally:
-        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+            cwd=ROOT, env=head.client_env(), capture_output=True, text=True, timeout=900)
+    assert submit.returncode == 0, (submit.stdout[-3000:], submit.stderr[-3000:])
+    assert "succeeded" in (submit.stdout + submit.stderr).lower()
     assert_valid_run(out, 4)
 
 
@@ -64,7 +42,8 @@ def test_multi_node_cluster_survives_losing_a_worker_node(tmp_path):
     from ray.cluster_utils import Cluster
     from ray.util.state import list_actors
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True})
+    cluster = Cluster(initialize_head=True,  # a free dashboard port: another Ray on the machine may hold 8265
+                      head_node_args={"num_cpus": 1, "include_dashboard": True, "dashboard_port": free_port()})
     workers = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address)
