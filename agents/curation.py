@@ -12,8 +12,9 @@
 All or nothing by default, as the method's authors: an image is accepted only when every artifact
 in it passes, so no accepted image carries an unlabelled edit; otherwise it is rejected with each
 artifact's reason. ``curation.partial`` keeps images where some artifacts pass, the failed ones
-becoming ignore regions (mask 255), for pixel-level users. Accepted images' artifacts get a local
-explanation and the image a global one written from them.
+becoming ignore regions (mask ``MASK_IGNORE``), for pixel-level users. Accepted images' artifacts get a local
+explanation and the image a global one written from them, plus a negative explanation of why the
+photo itself is flawless (the answer for its clean / real image in exports).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from PIL import Image
 from agents import prompts
 from agents.synthesis import decode_rle
 from agents.vlm.base import VLMRequest
-from shards.images import decode_array, encode_png
+from shards.images import decode_array, decode_image, encode_png
 from shards.record import MASK_IGNORE as IGNORE
 from shards.record import Sample
 
@@ -164,6 +165,15 @@ class CurationAgent:
                                                      name="global_explanation") for _, fake, t in explained])
         for (sample, _, texts), answer in zip(explained, answers):
             sample.global_explanation = answer.value["explanation"] if answer.ok else " ".join(texts)
+        if cfg.negative_explanations:
+            self._explain_negatives([sample for sample, *_ in work])
+
+    def _explain_negatives(self, samples: list[Sample]) -> None:
+        """Why the photo is flawless, seen on ``clean_image`` (the negative a detector and a VLM train on)."""
+        requests = [VLMRequest(*prompts.negative_explanation(s.caption), [decode_image(s.clean_image or s.real_image)],
+                               name="negative_explanation") for s in samples]
+        for sample, answer in zip(samples, self.vlm.generate_json(requests)):
+            sample.negative_explanation = answer.value["explanation"] if answer.ok else ""
 
     def _decide(self, sample: Sample, real: np.ndarray, regions: list[np.ndarray]) -> None:
         """The label mask and the image's verdict: all artifacts pass, or (``partial``) at least one."""

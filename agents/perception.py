@@ -4,10 +4,10 @@ Per batch of samples: (1) one VLM call per image gives the caption (the FLUX pro
 entity vocabulary with peripheral and intermediate parts; (2) Grounding DINO boxes every phrase,
 batched, scored per phrase from its token span; (3) class-agnostic NMS; (4) SAM segments each box
 (multimask, best predicted IoU); (5) each part is linked to the entity that contains it,
-|part ∩ entity| / |part| ≥ containment — dividing by the *part's* area (the reference code divides
-by the intersection, so any overlap passes); (6) size filters; (7) ``tools.plan`` picks up to N
-non-overlapping, type-balanced artifacts. The plan and one ``Artifact`` per pick go on the sample;
-an image where nothing usable is found is rejected with the reason.
+``tools.grid.containment`` (|part ∩ entity| / |part|) ≥ ``perception.containment``; (6) size
+filters; (7) ``tools.plan`` picks up to N non-overlapping, type-balanced artifacts. The plan and
+one ``Artifact`` per pick go on the sample; an image where nothing usable is found is rejected with
+the reason. Design: docs/ARCHITECTURE.md, "Perception".
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.ops import nms
+from torchvision.ops import box_convert, clip_boxes_to_image, nms
 
 from agents import prompts
 from agents.synthesis import encode_rle
@@ -25,7 +25,8 @@ from agents.tensors import model_inputs
 from agents.vlm.base import VLMRequest
 from shards.images import decode_image
 from shards.record import Artifact, Sample
-from tools.grid import CELL, Grid
+from shards.taxonomy import xaigd_category
+from tools.grid import CELL, Grid, containment
 from tools.plan import Entity, Part, plan_artifacts
 
 VARIABLE_COUNT_PARTS = {"hair", "hairs", "leaf", "leaves", "petal", "petals", "feather", "feathers", "grass"}
@@ -37,12 +38,6 @@ class Detection:
     box: list[float]  # x0, y0, x1, y1 in pixels
     score: float
     mask: np.ndarray | None = None  # (H, W) bool
-
-
-def containment(part: np.ndarray, parent: np.ndarray) -> float:
-    """|part ∩ parent| / |part|: the share of the part that lies inside the parent."""
-    area = part.sum()
-    return float((part & parent).sum() / area) if area else 0.0
 
 
 def link_parts(part_masks: list[np.ndarray], entity_masks: list[np.ndarray], threshold: float) -> list[int | None]:
@@ -126,12 +121,9 @@ class PerceptionAgent:
             probs = outputs.logits[b].sigmoid()  # (queries, text tokens)
             per_phrase = torch.stack([probs[:, s:e].max(dim=1).values for s, e in spans], dim=1)
             score, which = per_phrase.max(dim=1)
-            cx, cy, w, h = outputs.pred_boxes[b].float().unbind(-1)  # bf16 boxes would be ~4 px coarse
-            width, height = image.size
-            boxes = torch.stack([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width,
-                                 (cy + h / 2) * height], dim=-1).clamp(min=0)
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(max=width)
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(max=height)
+            width, height = image.size  # boxes: normalised (cx, cy, w, h); bf16 would be ~4 px coarse
+            boxes = box_convert(outputs.pred_boxes[b].float(), "cxcywh", "xyxy")
+            boxes = clip_boxes_to_image(boxes * boxes.new_tensor([width, height, width, height]), (height, width))
             keep = (score >= cfg.box_threshold) & (score >= cfg.text_threshold)
             keep &= (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
             idx = torch.nonzero(keep).flatten()
@@ -188,10 +180,12 @@ class PerceptionAgent:
             "artifacts": [m.to_dict() for m in mappings],
             "detections": len(found),
         }
-        sample.provenance.update(self.provenance)
+        sample.provenance.setdefault("models", {}).update(self.provenance)
         sample.artifacts = [Artifact(tool=m.tool, kernel=m.kernel, entity=m.entity, subentity=m.subentity,
                                      bbox=m.bbox(), cells=m.target_cells.tolist(),
-                                     reference_cells=m.reference_cells.tolist()) for m in mappings]
+                                     reference_cells=m.reference_cells.tolist(),
+                                     xaigd_category=xaigd_category(m.tool, m.kernel, m.entity, m.subentity))
+                            for m in mappings]
         if not entities:
             sample.reject("no_entities: nothing grounded and segmented passed the entity filters")
         elif not mappings:

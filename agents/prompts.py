@@ -107,3 +107,13 @@ def global_explanation(local_explanations: list[str]) -> tuple[str, dict]:
               "\nLooking at the image, write 2 to 3 sentences that explain its flaws to a viewer. "
               "Do not use coordinates.")
     return prompt, EXPLANATION_SCHEMA
+
+
+def negative_explanation(caption: str) -> tuple[str, dict]:
+    """Sees the photo (its VAE reconstruction): why it has no structural flaw — the answer a VLM is
+    trained on for the negative images, so "no artifacts" is explained as concretely as a flaw."""
+    prompt = (f"The image is a real photo ({caption}) with no structural flaws. Looking at it, write 1 to 2 "
+              "sentences that explain to a viewer why its objects are structurally plausible: name the main "
+              "objects and say that their parts have the expected count, shape and connections. Do not use "
+              "coordinates.")
+    return prompt, EXPLANATION_SCHEMA

@@ -2,14 +2,15 @@
 
 A sample's artifacts (target → reference cells, from perception's plan) form one mapping; samples
 of the same image size run through the FLUX engine as one batch with per-sample mappings. Each
-artifact gets ``region``: the COCO RLE of its own dilated target cells, the pixels it may change.
+artifact gets ``region``: the COCO RLE of the engine's ``change_mask`` of its own target cells
+(the cells dilated by ``injection.dilation_cells``): the pixels it may change, and its label. The
+union of a sample's regions is exactly the mask the engine composited with.
 Nothing here is a data rejection except an empty plan: an exception (out of memory, a bug)
 reaches the stage, which fails the batch so it is retried (``factory.stages``).
 """
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 
 import numpy as np
@@ -19,7 +20,6 @@ from pycocotools import mask as mask_utils
 from shards.images import decode_array, encode_png
 from shards.record import Sample
 from tools.flux.engine import FluxEngine
-from tools.grid import Grid
 
 
 def encode_rle(mask: np.ndarray) -> dict:
@@ -63,15 +63,14 @@ class SynthesisAgent:
             pe_steps.append(torch.tensor([inj.pe_steps[a.tool] for a in sample.artifacts for _ in a.cells]))
         embeds, pooled = self.engine.encode_prompt([sample.caption or "a photo" for sample, _ in group])
         result = self.engine.run(images, embeds, pooled, targets, references, pe_steps)
-        grid = Grid.from_image(*images.shape[1:3])
+        height, width = images.shape[1:3]
         for i, (sample, _) in enumerate(group):
             sample.image = encode_png(result.images[i])
             sample.clean_image = encode_png(result.clean[i])
             for artifact in sample.artifacts:
-                artifact.region = encode_rle(grid.pixel_mask(np.array(artifact.cells), inj.dilation_cells))
-            sample.provenance.update({
-                **self.provenance,
-                "schedule": json.loads(inj.model_dump_json()),
+                artifact.region = encode_rle(self.engine.change_mask(artifact.cells, height, width))
+            sample.provenance.setdefault("models", {}).update(self.provenance)
+            sample.provenance.update({  # the schedule is the run's config (``config_hash``)
                 "value_cache_bytes": result.cache_bytes // len(group),
                 "synthesis_timings": {k: round(v / len(group), 4) for k, v in result.timings.items()},
             })

@@ -1,5 +1,5 @@
 """Accepted samples per minute: ``factory.run`` (Ray Data, actor pools, streaming) next to a
-sequential single-process loop over the same agents at batch size 1 (the reference code's way).
+sequential single-process loop over the same agents at batch size 1 (one image at a time).
 
     python bench/factory_throughput.py --n 8 [--preset tiny] [--source samples]
 
@@ -20,7 +20,7 @@ import pyarrow as pa
 from factory.config import load_config
 from factory.pipeline import candidates, run_factory
 from factory.stages import STAGES, decode_sources, work_schema
-from shards.record import from_transport_table
+from shards.rows import table_to_samples
 
 
 def sequential(n: int, config) -> tuple[float, int]:
@@ -34,7 +34,7 @@ def sequential(n: int, config) -> tuple[float, int]:
         for stage in stages:
             table = stage(table)
         processed += 1
-        accepted += sum(s.status == "accepted" for s in from_transport_table(table))
+        accepted += sum(s.status == "accepted" for s in table_to_samples(table))
         if accepted >= n:
             break
     return time.perf_counter() - start, processed

@@ -58,11 +58,10 @@ def main() -> None:
     text = 512 if args.full else 64
     gen = torch.Generator(args.device).manual_seed(0)
     block = torch.tensor([r * cols + c for r in range(2, rows // 2) for c in range(2, cols // 2)])
-    _, injected, *_ = engine._prepare_state(args.batch, text, rows, cols, [block] * args.batch,
-                                            [block + 1] * args.batch)
-    state = engine.state
-    state.cos_pe.copy_(injected[0])
-    state.sin_pe.copy_(injected[1])
+    prepared = engine.prepare_state(args.batch, text, rows, cols, [block] * args.batch, [block + 1] * args.batch)
+    state = prepared.state
+    state.cos_pe.copy_(prepared.injected[0])
+    state.sin_pe.copy_(prepared.injected[1])
     state.value_gate.fill_(1.0)
     state.write_slot.fill_(0)
     inputs = dict(

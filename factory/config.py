@@ -1,4 +1,4 @@
-"""The one typed configuration tree of FlawForge, and its presets.
+"""The one typed configuration tree of FlawForge (its presets: ``factory.presets``).
 
 Every threshold, schedule and size the stages use lives here, with the ArtiAgent paper's values
 as defaults (arXiv 2602.20951). A run's config is a preset, then an
@@ -14,12 +14,15 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from factory.presets import PRESETS, ConfigError, config_tree, format_validation_error
+from shards.record import ARTIFACT_TOOLS
+from tools.grid import CELL
+
+__all__ = ["PRESETS", "TOOLS", "Config", "ConfigError", "load_config"]
 ToolName = Literal["add", "remove", "distort", "fuse"]
-TOOLS: tuple[ToolName, ...] = ("add", "remove", "distort", "fuse")
-PRESETS = ("tiny", "flux-dev", "flux-schnell")
+TOOLS: tuple[ToolName, ...] = ARTIFACT_TOOLS  # type: ignore[assignment]
 
 
 class Strict(BaseModel):
@@ -66,6 +69,8 @@ class VLMConfig(Strict):
     max_concurrency: int = Field(8, ge=1)
     max_retries: int = Field(4, ge=0)
     timeout_s: float = Field(60.0, gt=0)
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM's share of its GPU (backend "
+                                          "'vllm'); the VLM server holds a GPU of its own (factory.vlm.num_gpus)")
     scripted_visible_share: float = Field(0.7, ge=0, le=1,
                                           description="share of triplet checks the scripted backend passes")
 
@@ -84,14 +89,14 @@ class ModelsConfig(Strict):
 
 # ------------------------------------------------------------------------------------- perception
 class ImageConfig(Strict):
-    cell: int = Field(16, description="pixels per FLUX token side (8x VAE, 2x2 packing)")
+    cell: int = Field(CELL, description="pixels per FLUX token side (8x VAE, 2x2 packing); fixed")
     min_short_side: int = Field(480, ge=16, description="shorter sides are upscaled to this")
     max_side: int = Field(1024, ge=16, description="longer sides are downscaled to this")
 
     @model_validator(mode="after")
     def _multiples_of_cell(self) -> ImageConfig:
-        if self.cell != 16:
-            raise ValueError("cell must be 16: one FLUX token covers 16x16 pixels")
+        if self.cell != CELL:
+            raise ValueError(f"cell must be {CELL}: one FLUX token covers {CELL}x{CELL} pixels")
         if self.max_side < self.min_short_side:
             raise ValueError("max_side must be >= min_short_side")
         return self
@@ -212,6 +217,8 @@ class CurationConfig(Strict):
     require_vlm_label: bool = Field(True, description="the VLM verdict must say the artifact is visible")
     partial: bool = Field(False, description="accept images where only some artifacts pass (the failed ones "
                                              "become ignore regions); default: all or nothing")
+    negative_explanations: bool = Field(True, description="accepted samples also get a VLM explanation of why "
+                                                          "the photo itself is flawless (the negatives' answer)")
 
     @model_validator(mode="after")
     def _window(self) -> CurationConfig:
@@ -231,6 +238,15 @@ class StageConfig(Strict):
     num_cpus: float = Field(0.5, gt=0, description="keep below 1 so reads/writes keep a CPU")
 
 
+class VLMServiceConfig(Strict):
+    """The run's shared VLM servers (``factory.vlm_service``)."""
+
+    actors: int = Field(1, ge=1, description="VLM servers; every VLM stage sends its requests to them in turn")
+    num_gpus: float = Field(0.0, ge=0)
+    num_cpus: float = Field(0.1, gt=0, description="logical CPUs per server (its model runs on its GPU, or is "
+                                                   "scripted); small, so a 2-CPU machine still fits every pool")
+
+
 class FactoryConfig(Strict):
     seed: int = 0
     seeds_per_image: int = Field(4, ge=1, description="most seeds tried per source image")
@@ -246,6 +262,7 @@ class FactoryConfig(Strict):
     perception: StageConfig = StageConfig()
     synthesis: StageConfig = StageConfig()
     curation: StageConfig = StageConfig()
+    vlm: VLMServiceConfig = VLMServiceConfig()
     ray_address: str | None = Field(None, description="None: join RAY_ADDRESS or start a local Ray")
 
 
@@ -272,91 +289,12 @@ class Config(Strict):
     def config_hash(self) -> str:
         """Hash of everything that changes what a sample looks like (not where or how robustly it runs:
         a moved VLM server or new retry settings resume the same run)."""
-        where = {"device": True, "vlm": {"base_url", "api_key_env", "max_concurrency", "max_retries", "timeout_s"}}
+        where = {"device": True, "vlm": {"base_url", "api_key_env", "max_concurrency", "max_retries", "timeout_s",
+                                          "gpu_memory_utilization"}}
         data = self.model_dump(mode="json", exclude={"factory": True, "output": True, "source": True, "models": where})
         data["factory_seed"] = self.factory.seed
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------- presets
-def _preset_overrides(name: str) -> dict[str, Any]:
-    if name == "tiny":
-        # Random tiny models of the production classes: proves mechanics, not artifact quality.
-        return {
-            # The VLM is scripted (no model); the tiny Grounding DINO and SAM get a seeded layout
-            # (factory.models.tiny_layout) that meets the real perception thresholds.
-            "models": {"vlm": {"backend": "scripted"}},
-            "image": {"min_short_side": 128, "max_side": 192},
-            "injection": {"num_steps": 4, "pe_steps": {"add": 4, "remove": 4, "distort": 3, "fuse": 3},
-                          "value_steps": 3, "max_sequence_length": 16},
-            # LPIPS window from the tiny models' own distribution (random AlexNet on tiny-FLUX edits):
-            # the box-crop LPIPS (the default measure) of 64 distort artifacts (19 scikit-image photos x
-            # 4 seeds, this preset, perception + synthesis without Ray) ran 0.016-0.250, median 0.109,
-            # P15 0.046, P85 0.196. The window is P15-P85 rounded, so about 70 % of distortions pass.
-            # The scripted VLM passes 70 % of triplet checks (models.vlm.scripted_visible_share).
-            "curation": {"lpips_min": 0.05, "lpips_max": 0.2, "require_vlm_label": True},
-            "factory": {"seeds_per_image": 16, "expected_yield": 0.2},
-        }
-    if name in ("flux-dev", "flux-schnell"):
-        flux_id = "black-forest-labs/FLUX.1-dev" if name == "flux-dev" else "black-forest-labs/FLUX.1-schnell"
-        overrides: dict[str, Any] = {
-            "models": {
-                "device": "cuda",
-                "dtype": "bfloat16",
-                "vlm": {"backend": "vllm", "model": {"kind": "pretrained", "path": "Qwen/Qwen2.5-VL-7B-Instruct"}},
-                "grounding": {"kind": "pretrained", "path": "IDEA-Research/grounding-dino-tiny"},
-                "segmentation": {"kind": "pretrained", "path": "facebook/sam-vit-huge"},
-                "flux": {"kind": "pretrained", "path": flux_id},
-                "lpips": {"kind": "pretrained", "path": "alex"},
-            },
-            "factory": {
-                "perception": {"actors": 1, "batch_size": 8, "num_gpus": 1.0},
-                "synthesis": {"actors": 6, "batch_size": 2, "num_gpus": 1.0},
-                "curation": {"actors": 1, "batch_size": 8, "num_gpus": 1.0},
-            },
-        }
-        if name == "flux-schnell":
-            # Schnell is timestep-distilled and guidance-free: fewer steps, no guidance embedding, and
-            # sampled without the resolution time shift.
-            overrides["injection"] = {"num_steps": 4, "guidance_invert": 0.0, "guidance_denoise": 0.0,
-                                      "time_shift": False,
-                                      "pe_steps": {"add": 4, "remove": 4, "distort": 3, "fuse": 3},
-                                      "value_steps": 3, "max_sequence_length": 256}
-        return overrides
-    raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the field and the reason."""
-
-
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = tree
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"{dotted}: {key!r} is not a section")
-    node[keys[-1]] = value
-
-
-def _format_validation_error(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "(config)"
-        lines.append(f"{field}: {e['msg']} (got {e.get('input')!r})")
-    return "invalid config:\n  " + "\n  ".join(lines)
 
 
 def load_config(
@@ -365,28 +303,8 @@ def load_config(
     overrides: dict[str, Any] | list[str] | None = None,
 ) -> Config:
     """Build a config: preset, then a YAML file, then ``overrides`` (``{"a.b": v}`` or ``["a.b=v"]``)."""
-    tree: dict[str, Any] = {"preset": preset}
-    tree = _deep_merge(tree, _preset_overrides(preset))
-    if file is not None:
-        path = Path(file)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping, not {type(loaded).__name__}")
-        tree = _deep_merge(tree, loaded)
-        tree["preset"] = preset
-    if isinstance(overrides, list):
-        parsed: dict[str, Any] = {}
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} must look like section.field=value")
-            key, raw = item.split("=", 1)
-            parsed[key.strip()] = yaml.safe_load(raw)
-        overrides = parsed
-    for key, value in (overrides or {}).items():
-        _set_dotted(tree, key, value)
+    tree = config_tree(preset, file, overrides)
     try:
         return Config.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err)) from None
+        raise ConfigError(format_validation_error(err)) from None

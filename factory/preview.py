@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from shards.images import decode_array, decode_mask
 from shards.reader import iter_samples
-from shards.record import Sample
+from shards.record import MASK_IGNORE, Sample
 
 TILE = 192
 TEXT_WIDTH = 420
@@ -30,7 +30,8 @@ OVERLAY_IGNORE = np.array([128, 128, 128], dtype=np.float32)
 def mask_overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.55) -> np.ndarray:
     """Tint accepted artifact pixels red and ignore pixels grey."""
     out = image.astype(np.float32)
-    for selector, colour in ((mask == 255, OVERLAY_IGNORE), ((mask > 0) & (mask < 255), OVERLAY_ACCEPTED)):
+    ignore = mask == MASK_IGNORE
+    for selector, colour in ((ignore, OVERLAY_IGNORE), ((mask > 0) & ~ignore, OVERLAY_ACCEPTED)):
         out[selector] = (1 - alpha) * out[selector] + alpha * colour
     return out.clip(0, 255).astype(np.uint8)
 

@@ -1,6 +1,7 @@
-"""The Ray Data stages: one callable per agent, loading its models once per actor.
+"""The Ray Data stages: one callable per agent, loading its models once per actor (the VLM is the
+run's shared service, ``factory.vlm_service``, passed in by the driver).
 
-Each stage maps a ``pyarrow`` batch in the transport schema (``shards.record.row_schema``) to a
+Each stage maps a ``pyarrow`` batch in the transport schema (``shards.schema.TRANSPORT_SCHEMA``) to a
 batch in the same schema, one row in and one row out, so every sample keeps flowing to the driver
 with its outcome and resume can key on ``sample_id``. Outcomes are kept apart by who said no:
 
@@ -26,8 +27,10 @@ import pyarrow as pa
 import torch
 
 from factory.config import Config
+from factory.vlm_service import VLMClient, connect_vlm
 from shards.images import encode_png
-from shards.record import Sample, SourceInfo, from_transport_table, to_transport_table
+from shards.record import Sample, SourceInfo
+from shards.rows import samples_to_table, table_to_samples
 
 log = logging.getLogger("flawforge.stages")
 
@@ -62,7 +65,7 @@ def decode_sources(batch: pa.Table, config_json: str) -> pa.Table:
             sample.fail("decode", err)
         sample.provenance = {"timings": {"decode": time.perf_counter() - start}}
         samples.append(sample)
-    return to_transport_table(samples)
+    return samples_to_table(samples, transport=True)
 
 
 class AgentStage:
@@ -70,15 +73,16 @@ class AgentStage:
 
     name = "agent"
 
-    def __init__(self, config_json: str):
+    def __init__(self, config_json: str, vlm: VLMClient | None = None):
         self.config = Config.model_validate_json(config_json)
+        self.vlm = vlm  # the run's shared VLM service (``factory.vlm_service``), for the stages that ask it
         self.agent: Callable[[list[Sample]], list[Sample]] = self.build(self.config)
 
     def build(self, config: Config) -> Callable[[list[Sample]], list[Sample]]:
         raise NotImplementedError
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        samples = from_transport_table(batch)
+        samples = table_to_samples(batch)
         pending = [s for s in samples if s.is_pending]
         start = time.perf_counter()
         if pending:
@@ -86,7 +90,7 @@ class AgentStage:
         per_sample = (time.perf_counter() - start) / max(len(pending), 1)
         for s in pending:
             s.provenance.setdefault("timings", {})[self.name] = per_sample
-        return to_transport_table(samples)
+        return samples_to_table(samples, transport=True)
 
     def run_agent(self, samples: list[Sample]) -> None:
         """Run the agent on ``samples`` in place; out of memory halves the batch, other errors fail it."""
@@ -123,9 +127,8 @@ class PerceptionStage(AgentStage):
     def build(self, config: Config):
         from agents.perception import PerceptionAgent
         from factory.models.perception import load_grounding, load_segmentation
-        from factory.models.vlm import load_vlm
 
-        return PerceptionAgent(load_vlm(config.models), load_grounding(config.models),
+        return PerceptionAgent(connect_vlm(config, self.vlm), load_grounding(config.models),
                                load_segmentation(config.models), config)
 
 
@@ -145,9 +148,8 @@ class CurationStage(AgentStage):
     def build(self, config: Config):
         from agents.curation import CurationAgent
         from factory.models.lpips import load_lpips
-        from factory.models.vlm import load_vlm
 
-        return CurationAgent(load_vlm(config.models), load_lpips(config.models), config)
+        return CurationAgent(connect_vlm(config, self.vlm), load_lpips(config.models), config)
 
 
 STAGES: dict[str, type[AgentStage]] = {

@@ -1,6 +1,6 @@
 """Reading Parquet shards back into ``Sample`` records.
 
-Owns the shard-row → Sample conversion (the inverse of ``shards.writer``) and shard discovery:
+Owns shard discovery (rows become samples in ``shards.rows``):
 a path is a ``.parquet`` file, a run directory (its ``data/*.parquet`` if present, else its own
 ``*.parquet``), a local path or any fsspec URL, or a list of those. Hidden files (``.``/``_``
 prefixed, e.g. a writer's temporary file) are never read.
@@ -8,52 +8,19 @@ prefixed, e.g. a writer's temporary file) are never read.
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from shards.record import SCHEMA_VERSION, Artifact, Sample, SourceInfo
-from shards.schema import IMAGE_COLUMNS
+from shards.record import Sample
+from shards.rows import table_to_samples
 
 PathLike = str | os.PathLike
 ShardPaths = PathLike | Sequence[PathLike]
-
-
-def _artifact(cell: dict[str, Any]) -> Artifact:
-    cell = dict(cell)
-    region = cell.pop("region_rle")
-    return Artifact(**cell, region=None if region is None else json.loads(region))
-
-
-def _sample(row: dict[str, Any]) -> Sample:
-    if row["schema_version"] > SCHEMA_VERSION:
-        raise ValueError(f"shard row {row['sample_id']} has schema version {row['schema_version']}; "
-                         f"this code reads up to {SCHEMA_VERSION}")
-    images = {c: row[c]["bytes"] if row.get(c) is not None else b"" for c in IMAGE_COLUMNS}  # v1: no clean_image
-    return Sample(
-        sample_id=row["sample_id"],
-        source_id=row["source_id"],
-        seed=row["seed"],
-        status=row["status"],
-        reject_reason=row["reject_reason"],
-        source=SourceInfo(**row["source"]),
-        caption=row["caption"],
-        global_explanation=row["global_explanation"],
-        plan=json.loads(row["plan"]),
-        artifacts=[_artifact(a) for a in row["artifacts"]],
-        provenance=json.loads(row["provenance"]),
-        **images,
-    )
-
-
-def table_to_samples(table: pa.Table) -> list[Sample]:
-    """A table in ``SHARD_SCHEMA`` → samples."""
-    return [_sample(row) for row in table.to_pylist()]
 
 
 def _shard_files(path: ShardPaths) -> list[tuple[fsspec.AbstractFileSystem, str]]:

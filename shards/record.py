@@ -4,22 +4,20 @@ Stages fill it in order — perception sets ``real_image``, ``caption``, ``plan`
 ``image``, ``clean_image`` and each planned artifact's ``region``; curation sets verdicts, explanations, ``mask``
 and the final ``status``. A sample ends ``accepted``, ``rejected`` (the data said no) or
 ``failed`` (the infrastructure said no: a server down, out of memory, a bug); a failed sample is
-never committed to a shard, so it is retried later. Between Ray Data stages a sample travels as a flat row
-(``to_row``/``from_row``): ids, status and images as plain columns, nested parts as JSON strings,
-so every stage sees the same columns and rejected samples keep flowing with their reason.
-The Parquet shard schema (``shards.schema``) is the persisted form of the same record.
+never committed to a shard, so it is retried later. In Arrow — between Ray Data stages and in the
+Parquet shards — a sample is one row of typed columns (``shards.schema``), converted by
+``shards.rows`` alone; rejected samples keep flowing with their reason.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import traceback
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Status = Literal["pending", "accepted", "rejected", "failed"]
-SCHEMA_VERSION = 2  # 2: clean_image
+SCHEMA_VERSION = 3  # 2: clean_image; 3: negative_explanation
 ARTIFACT_TOOLS = ("add", "remove", "distort", "fuse")  # the values of ``Artifact.tool``
 MASK_IGNORE = 255  # ``Sample.mask`` value of a failed artifact's region: neither clean nor artifact
 # Which images of a row serve as "no artifacts" examples: the VAE reconstruction, the photo, or both.
@@ -54,6 +52,7 @@ class Artifact:
     region: dict | None = None  # COCO RLE of the pixel change region (dilated target cells)
     local_explanation: str = ""
     label: str = ""
+    xaigd_category: str = ""  # X-AIGD's category of this artifact (``shards.taxonomy``)
     lpips: float | None = None
     vlm_verdict: str | None = None  # raw JSON verdict of the VLM triplet check
     accepted: bool = False
@@ -74,6 +73,7 @@ class Sample:
     mask: bytes = b""  # PNG, uint8: 0 clean, k = artifact k (1-based), 255 = ignore
     caption: str = ""
     global_explanation: str = ""
+    negative_explanation: str = ""  # why the photo itself is flawless: the answer for its clean/real image
     plan: dict[str, Any] = field(default_factory=dict)  # perception output (entities, parts, RLEs)
     artifacts: list[Artifact] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -106,74 +106,3 @@ class Sample:
     @property
     def is_rejected(self) -> bool:
         return self.status == "rejected"
-
-    # ------------------------------------------------------------------------------- transport
-    _JSON_FIELDS = ("source", "plan", "artifacts", "provenance", "failure")
-
-    def to_row(self) -> dict[str, Any]:
-        row: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in self._JSON_FIELDS:
-                if f.name == "source":
-                    value = asdict(value)
-                elif f.name == "artifacts":
-                    value = [asdict(a) for a in value]
-                row[f.name] = json.dumps(value, sort_keys=True)
-            else:
-                row[f.name] = value
-        return row
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Sample:
-        def text(name: str) -> Any:
-            value = row.get(name)
-            if value is None:
-                return None
-            return value if isinstance(value, str) else str(value)
-
-        def blob(name: str) -> bytes:
-            value = row.get(name)
-            return bytes(value) if value is not None else b""
-
-        return cls(
-            sample_id=text("sample_id"),
-            source_id=text("source_id"),
-            seed=int(row["seed"]),
-            status=text("status") or "pending",
-            reject_reason=text("reject_reason") or "",
-            source=SourceInfo(**json.loads(row.get("source") or "{}")),
-            real_image=blob("real_image"),
-            clean_image=blob("clean_image"),
-            image=blob("image"),
-            mask=blob("mask"),
-            caption=text("caption") or "",
-            global_explanation=text("global_explanation") or "",
-            plan=json.loads(row.get("plan") or "{}"),
-            artifacts=[Artifact(**a) for a in json.loads(row.get("artifacts") or "[]")],
-            provenance=json.loads(row.get("provenance") or "{}"),
-            failure=json.loads(row.get("failure") or "{}"),
-        )
-
-
-def row_schema():
-    """Arrow schema of a ``Sample.to_row()`` row: the transport format between Ray Data stages."""
-    import pyarrow as pa
-
-    text = ("sample_id", "source_id", "status", "reject_reason", "source", "caption",
-            "global_explanation", "plan", "artifacts", "provenance", "failure")
-    types = {name: pa.string() for name in text}
-    types.update(seed=pa.int64(), real_image=pa.binary(), clean_image=pa.binary(), image=pa.binary(), mask=pa.binary())
-    return pa.schema([(f.name, types[f.name]) for f in fields(Sample)])
-
-
-def to_transport_table(samples: list[Sample]):
-    """Samples → a pyarrow table in the transport schema (a Ray Data ``pyarrow`` batch)."""
-    import pyarrow as pa
-
-    return pa.Table.from_pylist([s.to_row() for s in samples], schema=row_schema())
-
-
-def from_transport_table(table) -> list[Sample]:
-    """A transport-schema pyarrow table (a Ray Data batch) → samples."""
-    return [Sample.from_row(row) for row in table.to_pylist()]

@@ -1,9 +1,12 @@
-"""The persisted shard schema (README, "Output format"): one Parquet row per ``Sample``.
+"""The record's Arrow form (README, "Output format"): one Parquet row per ``Sample``.
 
-Owns the Arrow schema ``SHARD_SCHEMA`` and the Hugging Face ``datasets`` feature declaration that
-travels with it (the ``huggingface`` schema-metadata key, and the YAML form used by the dataset
-card), so ``datasets.load_dataset`` decodes ``image``, ``real_image``, ``clean_image`` and ``mask`` as PIL images.
-The feature declaration is derived from the Arrow types, so the two cannot drift apart.
+The same typed columns (structs and lists, no JSON inside strings) are the stored shard schema
+``SHARD_SCHEMA`` and, with a ``failure`` column added, the transport schema ``TRANSPORT_SCHEMA``
+between Ray Data stages; ``shards.rows`` converts samples to and from both. Owns the types and
+the Hugging Face ``datasets`` feature declaration that travels with them (the ``huggingface``
+schema-metadata key, and the YAML form used by the dataset card), so ``datasets.load_dataset``
+decodes ``image``, ``real_image``, ``clean_image`` and ``mask`` as PIL images. The feature
+declaration is derived from the Arrow types, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from shards.record import SCHEMA_VERSION
 
 IMAGE_COLUMNS = ("image", "real_image", "clean_image", "mask")
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+RLE_TYPE = pa.struct([("size", pa.list_(pa.int32())), ("counts", pa.string())])  # COCO RLE, counts as text
 
 ARTIFACT_TYPE = pa.struct([
     ("tool", pa.string()),
@@ -26,9 +30,10 @@ ARTIFACT_TYPE = pa.struct([
     ("bbox", pa.list_(pa.int32())),
     ("cells", pa.list_(pa.int32())),
     ("reference_cells", pa.list_(pa.int32())),
-    ("region_rle", pa.string()),  # JSON of the COCO RLE ``Artifact.region``; null when None
+    ("region", RLE_TYPE),  # the pixels the artifact may change: its label; null when not synthesised
     ("local_explanation", pa.string()),
     ("label", pa.string()),
+    ("xaigd_category", pa.string()),
     ("lpips", pa.float64()),
     ("vlm_verdict", pa.string()),
     ("accepted", pa.bool_()),
@@ -40,6 +45,68 @@ SOURCE_TYPE = pa.struct([
     ("width", pa.int32()),
     ("height", pa.int32()),
     ("sha256", pa.string()),
+])
+
+# Perception's findings and the planner's mappings. ``kind`` / ``parent`` are set for parts only;
+# each tool fills its own ``meta`` fields (the others are null): add ``anchor``/``offset``/``score``,
+# remove ``ring_cells``/``background_only``, distort ``moved``, fuse ``regions``.
+DETECTION_TYPE = pa.struct([
+    ("label", pa.string()),
+    ("kind", pa.string()),
+    ("parent", pa.int32()),
+    ("score", pa.float64()),
+    ("box", pa.list_(pa.float64())),
+    ("mask", RLE_TYPE),
+])
+FUSE_REGION_TYPE = pa.struct([
+    ("seed", pa.int32()),
+    ("label", pa.string()),
+    ("cells", pa.int32()),
+    ("offset", pa.list_(pa.int32())),
+    ("fitted", pa.bool_()),
+])
+MAPPING_META_TYPE = pa.struct([
+    ("anchor", pa.int32()),
+    ("offset", pa.list_(pa.int32())),
+    ("score", pa.float64()),
+    ("ring_cells", pa.int32()),
+    ("background_only", pa.bool_()),
+    ("moved", pa.int32()),
+    ("regions", pa.list_(FUSE_REGION_TYPE)),
+])
+MAPPING_TYPE = pa.struct([
+    ("tool", pa.string()),
+    ("kernel", pa.string()),
+    ("entity", pa.string()),
+    ("subentity", pa.string()),
+    ("grid", pa.list_(pa.int32())),
+    ("target_cells", pa.list_(pa.int32())),
+    ("reference_cells", pa.list_(pa.int32())),
+    ("meta", MAPPING_META_TYPE),
+])
+PLAN_TYPE = pa.struct([
+    ("detections", pa.int32()),
+    ("entities", pa.list_(DETECTION_TYPE)),
+    ("parts", pa.list_(DETECTION_TYPE)),
+    ("artifacts", pa.list_(MAPPING_TYPE)),
+])
+
+# Where a row comes from: the run (preset, config hash, code version, seed), the model of each role
+# (an id or path and revision; never a credential) and the seconds spent per stage.
+MODELS_TYPE = pa.struct([(role, pa.string()) for role in
+                         ("vlm", "grounding", "segmentation", "flux", "flux_revision", "lpips")])
+STAGE_TIMINGS_TYPE = pa.struct([(stage, pa.float64()) for stage in ("decode", "perception", "synthesis", "curation")])
+SYNTHESIS_TIMINGS_TYPE = pa.struct([(step, pa.float64()) for step in ("encode", "invert", "denoise", "decode", "total")])
+PROVENANCE_TYPE = pa.struct([
+    ("preset", pa.string()),
+    ("config_hash", pa.string()),
+    ("code_version", pa.string()),
+    ("seed", pa.int64()),
+    ("written_at", pa.string()),
+    ("models", MODELS_TYPE),
+    ("timings", STAGE_TIMINGS_TYPE),
+    ("synthesis_timings", SYNTHESIS_TIMINGS_TYPE),
+    ("value_cache_bytes", pa.int64()),
 ])
 
 _FIELDS = pa.schema([
@@ -54,12 +121,17 @@ _FIELDS = pa.schema([
     ("mask", IMAGE_TYPE),
     ("caption", pa.string()),
     ("global_explanation", pa.string()),
+    ("negative_explanation", pa.string()),
     ("artifacts", pa.list_(ARTIFACT_TYPE)),
     ("source", SOURCE_TYPE),
-    ("plan", pa.string()),  # JSON
-    ("provenance", pa.string()),  # JSON
+    ("plan", PLAN_TYPE),
+    ("provenance", PROVENANCE_TYPE),
     ("schema_version", pa.int32()),
 ])
+
+# A failed sample's what and where: travels between stages to the driver, never stored.
+FAILURE_TYPE = pa.struct([("stage", pa.string()), ("type", pa.string()), ("message", pa.string()),
+                          ("traceback", pa.string())])
 
 # Arrow names that differ from the ``datasets`` Value dtype names.
 _VALUE_DTYPES = {pa.float64(): "float64", pa.float32(): "float32", pa.bool_(): "bool"}
@@ -101,3 +173,6 @@ SHARD_SCHEMA = _FIELDS.with_metadata({
     "huggingface": json.dumps({"info": {"features": hf_features()}}),
     "flawforge": json.dumps({"schema_version": SCHEMA_VERSION}),
 })
+
+# Between Ray Data stages a sample travels in the stored form plus its failure (never stored).
+TRANSPORT_SCHEMA = _FIELDS.append(pa.field("failure", FAILURE_TYPE))

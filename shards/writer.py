@@ -1,6 +1,6 @@
 """Writing samples to Parquet shards (README, "Output format").
 
-Owns the Sample → shard-row conversion and the file layout: one row group per
+Owns the file layout (rows come from ``shards.rows``): one row group per
 ``row_group_size`` samples, image columns stored uncompressed and without dictionaries or
 statistics (PNG is already compressed), every other column ``compression`` (zstd by default).
 
@@ -13,55 +13,19 @@ its final name in one write, which object stores make visible only once complete
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any, BinaryIO, Sequence
+from typing import BinaryIO, Sequence
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from shards.record import SCHEMA_VERSION, Artifact, Sample
+from shards.record import Sample
+from shards.rows import samples_to_table
 from shards.schema import IMAGE_COLUMNS, SHARD_SCHEMA
-
-
-def _image_cell(sample_id: str, column: str, data: bytes) -> dict[str, Any] | None:
-    """PNG bytes → the ``{bytes, path}`` image struct; a missing image is a null cell."""
-    return {"bytes": data, "path": f"{sample_id}_{column}.png"} if data else None
-
-
-def _artifact_cell(artifact: Artifact) -> dict[str, Any]:
-    cell = asdict(artifact)
-    region = cell.pop("region")
-    cell["region_rle"] = None if region is None else json.dumps(region, sort_keys=True)
-    return cell
-
-
-def _row(sample: Sample) -> dict[str, Any]:
-    return {
-        "sample_id": sample.sample_id,
-        "source_id": sample.source_id,
-        "seed": sample.seed,
-        "status": sample.status,
-        "reject_reason": sample.reject_reason,
-        **{column: _image_cell(sample.sample_id, column, getattr(sample, column)) for column in IMAGE_COLUMNS},
-        "caption": sample.caption,
-        "global_explanation": sample.global_explanation,
-        "artifacts": [_artifact_cell(a) for a in sample.artifacts],
-        "source": asdict(sample.source),
-        "plan": json.dumps(sample.plan, sort_keys=True),
-        "provenance": json.dumps(sample.provenance, sort_keys=True),
-        "schema_version": SCHEMA_VERSION,
-    }
-
-
-def samples_to_table(samples: Sequence[Sample]) -> pa.Table:
-    """Samples → a table in ``SHARD_SCHEMA`` (schema metadata included)."""
-    return pa.Table.from_pylist([_row(s) for s in samples], schema=SHARD_SCHEMA)
 
 
 def _leaf_paths(name: str, dtype: pa.DataType) -> list[str]:

@@ -9,7 +9,7 @@ from PIL import Image
 from skimage import data
 
 from agents.curation import CurationAgent, box_lpips, masked_lpips, region_bbox, triplet_images
-from agents.perception import PerceptionAgent, containment, link_parts, phrase_spans
+from agents.perception import PerceptionAgent, link_parts, phrase_spans
 from agents.synthesis import encode_rle
 from agents.vlm import VLMResult
 from factory.config import load_config
@@ -19,6 +19,9 @@ from factory.models.vlm import load_vlm
 from factory.sources import decode_source, list_sources, prepare_image, read_bytes
 from shards.images import decode_mask, encode_png
 from shards.record import Artifact, Sample
+from shards.rows import samples_to_table, table_to_samples
+from shards.taxonomy import xaigd_category
+from tools.grid import containment
 
 
 def box(h, w, y0, y1, x0, x1):
@@ -31,7 +34,7 @@ def test_linking_divides_by_the_part_area():
     entity = box(64, 64, 0, 40, 0, 40)
     inside, partly = box(64, 64, 10, 20, 10, 20), box(64, 64, 30, 50, 30, 50)
     assert containment(inside, entity) == 1.0
-    assert containment(partly, entity) == pytest.approx(0.25)  # the reference code's |∩|/|∩| would say 1.0
+    assert containment(partly, entity) == pytest.approx(0.25)  # dividing by |∩| instead would say 1.0
     assert link_parts([inside, partly], [entity], 0.9) == [0, None]
 
 
@@ -59,16 +62,17 @@ def test_perception_end_to_end_is_deterministic_and_round_trips(tiny):
     agent = PerceptionAgent(vlm, load_grounding(config.models), load_segmentation(config.models), config)
     first = agent(_samples(config))
     second = agent(_samples(config))
-    assert [s.to_row() for s in first] == [s.to_row() for s in second]
+    assert first == second
     for s in first:
         assert s.caption and s.plan.get("detections", 0) > 0
         assert s.is_rejected == (not s.artifacts)
         used = set()
         for a in s.artifacts:
+            assert a.xaigd_category == xaigd_category(a.tool, a.kernel, a.entity, a.subentity)
             cells = set(a.cells) | set(a.reference_cells)
             assert not cells & used
             used |= cells
-        assert Sample.from_row(s.to_row()) == s
+    assert table_to_samples(samples_to_table(first, transport=True)) == first  # through the stages' schema
 
 
 def test_lpips_is_measured_on_the_change_region_not_its_box():
@@ -155,10 +159,10 @@ def test_curation_labels_mask_per_artifact(partial, visible, lpips_window, expec
     assert values == expect[1]
     assert sample.reject_reason.startswith(expect[2])
     if sample.status == "accepted":  # explanations only for what is kept
-        assert sample.global_explanation
+        assert sample.global_explanation and sample.negative_explanation == "explained"
         assert all(a.local_explanation for a in sample.artifacts if a.accepted)
     else:
-        assert not sample.global_explanation
+        assert not sample.global_explanation and not sample.negative_explanation
 
 
 def test_curation_rejects_background_leaks():

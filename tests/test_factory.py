@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from factory.config import load_config
+from factory.output import reason_code
 from factory.pipeline import OutputMismatchError, run_factory
 from shards.images import decode_array, decode_mask
 from shards.reader import iter_samples
@@ -159,13 +160,16 @@ def test_bad_inputs_are_rejected_with_reasons_and_the_job_completes(tmp_path, lo
     report = run_factory(2, config, str(tmp_path / "run"))
     assert report["complete"] and report["accepted"] == 2
     reasons = report["rejected_by_reason"]
-    bad = {k: v for k, v in reasons.items() if k.startswith("bad_input")}
-    # every bad file is rejected at each seed it was tried with, with a reason
-    assert len(bad) >= 3, reasons
+    bad = {k for k in reasons if k.startswith("bad_input")}
+    expected = {"empty.jpg": "bad_input:empty_file", "notes.jpg": "bad_input:not_an_image",
+                "truncated.jpg": "bad_input:truncated_or_corrupt", "tiny.png": "bad_input:too_small",
+                "bomb.png": "bad_input:too_many_pixels"}
     samples = list(iter_samples(tmp_path / "run"))
-    bad_files = {"empty.jpg", "notes.jpg", "truncated.jpg", "tiny.png", "bomb.png"}
-    processed_bad = [s for s in samples if Path(s.source_id).name in bad_files]
-    assert processed_bad and all(s.reject_reason.startswith("bad_input:") for s in processed_bad)
+    processed_bad = [s for s in samples if Path(s.source_id).name in expected]
+    # every bad file tried is rejected with its own reason, and the report counts exactly those
+    assert processed_bad and all(reason_code(s.reject_reason) == expected[Path(s.source_id).name]
+                                 for s in processed_bad), [(s.source_id, s.reject_reason) for s in processed_bad]
+    assert bad == {expected[Path(s.source_id).name] for s in processed_bad}, reasons
     assert all(s.status == "accepted" or not s.reject_reason.startswith("bad_input") for s in samples
                if Path(s.source_id).name.startswith("good"))
 

@@ -19,10 +19,11 @@ from PIL import Image
 from skimage import data as skdata
 
 from factory.config import load_config
-from factory.pipeline import Failures
+from factory.failures import Failures
 from factory.stages import AgentStage, decode_sources, work_schema
 from shards.reader import iter_samples
-from shards.record import Sample, from_transport_table, to_transport_table
+from shards.record import Sample
+from shards.rows import samples_to_table, table_to_samples
 from tests.conftest import factory_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 class FakeStage(AgentStage):
     """An actor stage around a scripted agent (no models)."""
 
-    name = "fake"
+    name = "synthesis"  # a factory stage: its timing has a column
     behaviour = "ok"
     max_batch = 1  # larger batches run out of memory when behaviour == "oom"
     calls: list[int] = []
@@ -55,13 +56,13 @@ class FakeStage(AgentStage):
 
 
 def _batch(*ids: str):
-    return to_transport_table([Sample(sample_id=i, source_id=i, seed=0) for i in ids])
+    return samples_to_table([Sample(sample_id=i, source_id=i, seed=0) for i in ids], transport=True)
 
 
 def _run_stage(behaviour: str, ids: tuple[str, ...], max_batch: int = 1) -> list[Sample]:
     FakeStage.behaviour, FakeStage.max_batch, FakeStage.calls = behaviour, max_batch, []
     stage = FakeStage(load_config("tiny").model_dump_json())
-    return from_transport_table(stage(_batch(*ids)))
+    return table_to_samples(stage(_batch(*ids)))
 
 
 def test_out_of_memory_halves_the_batch_until_it_fits():
@@ -75,7 +76,7 @@ def test_out_of_memory_halves_the_batch_until_it_fits():
 def test_out_of_memory_at_batch_size_one_fails_the_sample():
     out = _run_stage("oom", ("a", "b"), max_batch=0)
     assert [s.status for s in out] == ["failed", "failed"]
-    assert out[0].failure["stage"] == "fake" and out[0].failure["type"] == "OutOfMemoryError"
+    assert out[0].failure["stage"] == "synthesis" and out[0].failure["type"] == "OutOfMemoryError"
 
 
 def test_an_unexpected_exception_fails_the_batch_with_its_traceback_and_rejections_stay_data():
@@ -97,7 +98,7 @@ def test_decode_rejects_bad_files_and_fails_on_storage_errors(tmp_path):
     rows = [{"sample_id": name, "source_id": name, "seed": 0, "uri": str(tmp_path / name), "data": b""}
             for name in ("notes.jpg", "gone.png", "locked.png")]
     try:
-        out = {s.sample_id: s for s in from_transport_table(decode_sources(
+        out = {s.sample_id: s for s in table_to_samples(decode_sources(
             pa.Table.from_pylist(rows, schema=work_schema()), load_config("tiny").model_dump_json()))}
     finally:
         locked.chmod(0o644)

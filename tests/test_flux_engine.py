@@ -33,12 +33,11 @@ def transformer_inputs(eng, rows=4, cols=6, seed=0):
 def test_processor_without_injection_equals_stock():
     eng = engine()
     inputs = transformer_inputs(eng, rows=4, cols=6)
-    eng._prepare_state(1, inputs["encoder_hidden_states"].shape[1], 4, 6, [EMPTY], [EMPTY])  # no mapping
-    state = eng.state
+    state = eng.prepare_state(1, inputs["encoder_hidden_states"].shape[1], 4, 6, [EMPTY], [EMPTY]).state  # no mapping
     ours = eng.c.transformer(**inputs)[0]
     eng.c.transformer.set_attn_processor(FluxAttnProcessor())
     stock = eng.c.transformer(**inputs)[0]
-    assert state is not None and (ours - stock).abs().max() <= 1e-6
+    assert state is eng.state and (ours - stock).abs().max() <= 1e-6
 
 
 @pytest.mark.parametrize("solver", ["euler", "fireflow"])
@@ -67,6 +66,24 @@ def test_mapping_changes_only_inside_the_change_mask_and_composites_onto_the_vae
     assert (result.images[0][mask] != result.clean[0][mask]).mean() > 0.5
 
 
+def test_change_mask_is_the_dilated_target_cells_and_the_union_of_per_artifact_masks():
+    """``change_mask`` is what ``run`` composites with: per artifact it is the label, and the union
+    of a sample's per-artifact masks is the engine's change mask for the whole sample."""
+    eng = engine(dilation_cells=1)
+    image = photo()[None]  # 96 x 128: 6 x 8 cells
+    first, second = torch.tensor([9]), torch.tensor([30, 38])
+    mask = eng.change_mask(first, 96, 128)
+    expected = np.zeros((96, 128), bool)
+    expected[0:48, 0:48] = True  # cell (1, 1) and its 8 neighbours
+    assert np.array_equal(mask, expected)
+    assert not eng.change_mask(EMPTY, 96, 128).any()
+    result = eng.run(image, *eng.encode_prompt(["a photo"]), [torch.cat([first, second])],
+                     [torch.tensor([27, 22, 46])], [4])
+    union = mask | eng.change_mask(second, 96, 128)
+    assert np.array_equal(result.change_masks[0], union)
+    assert np.array_equal(result.images[0][~union], result.clean[0][~union])
+
+
 def test_processor_rope_swap_equals_the_img_ids_route():
     all_layers = {"pe_double_blocks": LayerRange(start=0, stop=1, of=1).model_dump(),
                   "pe_single_blocks": LayerRange(start=0, stop=1, of=1).model_dump()}
@@ -75,9 +92,9 @@ def test_processor_rope_swap_equals_the_img_ids_route():
     inputs = transformer_inputs(eng, rows, cols)
     targets, refs = torch.tensor([3, 4, 10]), torch.tensor([13, 19, 20])
     text_len = inputs["encoder_hidden_states"].shape[1]
-    _, injected, *_ = eng._prepare_state(1, text_len, rows, cols, [targets], [refs])
-    eng.state.cos_pe.copy_(injected[0])
-    eng.state.sin_pe.copy_(injected[1])
+    prepared = eng.prepare_state(1, text_len, rows, cols, [targets], [refs])
+    prepared.state.cos_pe.copy_(prepared.injected[0])
+    prepared.state.sin_pe.copy_(prepared.injected[1])
     ours = eng.c.transformer(**inputs)[0]
     swapped = inputs["img_ids"].clone()
     swapped[targets] = inputs["img_ids"][refs]
@@ -143,7 +160,8 @@ def test_positional_injection_switches_per_token_at_each_tools_step():
     eng.forward = recording_forward
     eng.run(image, emb, pooled, [targets], [refs], [torch.tensor([4, 4, 2, 2])])
     text_len = emb.shape[1]
-    stock, injected, *_ = eng._prepare_state(1, text_len, 6, 8, [targets], [refs])
+    prepared = eng.prepare_state(1, text_len, 6, 8, [targets], [refs])
+    stock, injected = prepared.stock, prepared.injected
     for step, cos in enumerate(seen[-4:]):  # the 4 denoising calls (Euler: one per step)
         for cells, limit in ((add_cells, 4), (fuse_cells, 2)):
             rows = text_len + cells
@@ -154,12 +172,11 @@ def test_positional_injection_switches_per_token_at_each_tools_step():
 
 def test_text_and_target_rows_keep_their_live_values_by_default():
     eng = engine()
-    eng._prepare_state(1, 3, 2, 4, [torch.tensor([1, 2])], [torch.tensor([2, 5])])
-    rows = eng.state.cached_rows[0, :, 0, 0].tolist()
+    state = eng.prepare_state(1, 3, 2, 4, [torch.tensor([1, 2])], [torch.tensor([2, 5])]).state
+    rows = state.cached_rows[0, :, 0, 0].tolist()
     assert rows == [False] * 3 + [True, False, False, True, True, True, True, True]  # text, then cells 0..7
     eng = engine(cached_value_rows="all")
-    eng._prepare_state(1, 3, 2, 4, [torch.tensor([1, 2])], [torch.tensor([2, 5])])
-    assert eng.state.cached_rows.all()
+    assert eng.prepare_state(1, 3, 2, 4, [torch.tensor([1, 2])], [torch.tensor([2, 5])]).state.cached_rows.all()
 
 
 def test_schnell_is_sampled_without_the_time_shift():

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -16,7 +18,9 @@ from shards.card import write_dataset_card
 from shards.images import decode_mask, encode_png
 from shards.reader import count_rows, iter_samples, read_table, table_to_samples
 from shards.record import SCHEMA_VERSION, Artifact, Sample, SourceInfo, make_sample_id
-from shards.schema import IMAGE_COLUMNS, SHARD_SCHEMA, hf_features, hf_yaml_features
+from shards.rows import row_to_sample, sample_to_row
+from shards.taxonomy import artifact_category
+from shards.schema import IMAGE_COLUMNS, SHARD_SCHEMA, TRANSPORT_SCHEMA, hf_features, hf_yaml_features
 from shards.writer import samples_to_table, write_shard
 
 datasets = pytest.importorskip("datasets")
@@ -45,7 +49,15 @@ def _accepted(seed: int, photo: np.ndarray) -> Sample:
         status="accepted", source=SourceInfo(uri="skimage://astronaut", width=512, height=512, sha256="ab" * 32),
         real_image=encode_png(photo), clean_image=encode_png(photo // 2), image=encode_png(fake),
         mask=encode_png(_mask(seed)), caption="an astronaut | with a flag\nsecond line", global_explanation="the hand has six fingers",
-        plan={"entities": [{"name": "hand", "rle": {"size": [32, 48], "counts": "0a1b"}}], "n": 2},
+        plan={"entities": [{"label": "astronaut", "score": 0.5, "box": [1.0, 2.0, 30.5, 31.0],
+                            "mask": {"size": [32, 48], "counts": "0a1b"}}],
+              "parts": [{"label": "hand", "kind": "peripheral", "parent": 0, "score": 0.25, "box": [6.0, 4.0, 20.0, 12.0],
+                         "mask": {"size": [32, 48], "counts": "Xy0"}}],
+              "artifacts": [{"tool": "add", "entity": "astronaut", "subentity": "hand", "grid": [2, 3],
+                             "target_cells": [1, 2, 3], "reference_cells": [7],
+                             "meta": {"anchor": 4, "offset": [0, 1], "score": 1.5}}],
+              "detections": 2},
+        negative_explanation="the astronaut has two hands, each with five fingers",
         artifacts=[
             Artifact(tool="add", kernel="fuse", entity="hand", subentity="finger", bbox=[6, 4, 20, 12],
                      cells=[1, 2, 3], reference_cells=[7], region={"size": [32, 48], "counts": "Xy0"},
@@ -53,7 +65,7 @@ def _accepted(seed: int, photo: np.ndarray) -> Sample:
                      vlm_verdict='{"ok": true}', accepted=True),
             Artifact(tool="distort", entity="face", accepted=False, reject_reason="lpips_too_low"),
         ],
-        provenance={"preset": "tiny", "models": {"flux": "rev1"}, "timings": {"synthesize": 0.5}},
+        provenance={"preset": "tiny", "models": {"flux": "rev1"}, "timings": {"synthesis": 0.5}},
     )
 
 
@@ -186,3 +198,36 @@ def test_failed_write_leaves_nothing(tmp_path: Path, samples: list[Sample]) -> N
         write_shard(samples[:2] + [bad], target, row_group_size=2)
     assert [p.name for p in target.parent.iterdir()] == [target.name]
     assert count_rows(target) == 4  # the committed shard is untouched
+
+
+def test_transport_is_the_stored_schema_plus_failure(samples: list[Sample]) -> None:
+    failed = Sample(sample_id="f", source_id="x", seed=1).fail("synthesis", RuntimeError("CUDA error"))
+    table = samples_to_table([*samples, failed], transport=True)
+    assert table.schema.remove_metadata() == TRANSPORT_SCHEMA.remove_metadata()
+    assert TRANSPORT_SCHEMA.remove_metadata().names == [*SHARD_SCHEMA.names, "failure"]
+    assert not any(pa.types.is_string(f.type) and f.name in ("plan", "provenance") for f in TRANSPORT_SCHEMA)
+    back = table_to_samples(table)
+    assert back[:-1] == samples and back[-1] == failed and back[-1].failure["stage"] == "synthesis"
+
+
+def test_a_field_the_schema_lacks_is_refused_not_dropped(samples: list[Sample]) -> None:
+    sample = table_to_samples(samples_to_table(samples[:1]))[0]
+    sample.provenance["timings"]["invented_stage"] = 1.0
+    with pytest.raises(ValueError, match=r"provenance.timings has fields the shard schema lacks: \['invented_stage'\]"):
+        samples_to_table([sample])
+
+
+def test_version_2_shards_still_read(samples: list[Sample]) -> None:
+    """Schema v2 stored plan, provenance and each artifact's region as JSON strings."""
+    row = sample_to_row(samples[0])
+    row.update(schema_version=2, plan=json.dumps(samples[0].plan), provenance=json.dumps(samples[0].provenance))
+    del row["negative_explanation"]
+    for artifact in row["artifacts"]:
+        del artifact["xaigd_category"]
+        region = artifact.pop("region")
+        artifact["region_rle"] = None if region is None else json.dumps(region)
+    old = row_to_sample(row)
+    assert old.plan == samples[0].plan and old.provenance == samples[0].provenance
+    assert old.negative_explanation == ""
+    assert old.artifacts == [replace(a, xaigd_category=artifact_category(a)) for a in samples[0].artifacts]
+    assert [a.xaigd_category for a in old.artifacts] == ["high-level-semantics", "low-level-edge_shape"]

@@ -149,4 +149,4 @@ def test_tiny_factory_run_accepts_all_four_tools_and_curation_rejects_some(tmp_p
     reasons = Counter(a.reject_reason.split(":")[0] for s in rows for a in s.artifacts if not a.accepted)
     assert reasons["lpips_out_of_window"] > 0 and reasons["vlm_not_visible"] > 0, reasons
     assert any(s.status == "rejected" for s in rows)
-    assert all("scripted" in s.provenance["vlm"] for s in accepted)
+    assert all("scripted" in s.provenance["models"]["vlm"] for s in accepted)

@@ -6,8 +6,8 @@ import pytest
 from factory.config import PerceptionConfig, ToolsConfig
 from tools.add import add_mapping
 from tools.distort import KERNELS, distort_mapping
-from tools.fuse import containment, fuse_mapping
-from tools.grid import CELL, Grid, dilate, l1_distance
+from tools.fuse import fuse_mapping
+from tools.grid import CELL, Grid, containment, dilate, l1_distance
 from tools.mapping import ArtifactMapping
 from tools.plan import Entity, Part, plan_artifacts
 from tools.remove import remove_mapping
@@ -31,6 +31,23 @@ def test_grid_any_pixel_rule_and_round_trip():
     assert grid.pixel_mask([5], dilation=1).sum() == 9 * CELL * CELL
     with pytest.raises(ValueError, match="multiples of 16"):
         Grid.from_image(50, 64)
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2, 5])
+def test_dilate_is_the_chebyshev_ball_and_nothing_grows_in_from_outside(radius):
+    from scipy.ndimage import distance_transform_cdt
+
+    mask = np.random.default_rng(radius).random((13, 17)) < 0.04
+    mask[0, 0] = mask[12, 16] = True  # corners: the border must not add cells
+    chebyshev = distance_transform_cdt(~mask, metric="chessboard")
+    assert np.array_equal(dilate(mask, radius), chebyshev <= radius)
+    assert not dilate(np.zeros((4, 4), bool), radius).any()
+
+
+def test_containment_divides_by_the_inner_area():
+    inner, outer = rect(0, 4, 0, 4), rect(0, 4, 2, 8)
+    assert containment(inner, outer) == 0.5 and containment(outer, inner) == pytest.approx(8 / 24)
+    assert containment(np.zeros_like(inner), outer) == 0.0
 
 
 def test_add_copy_lands_on_parent_next_to_itself():

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tools.grid import Grid, l1_distance
+from tools.grid import Grid, containment, l1_distance
 from tools.mapping import ArtifactMapping
-
-
-def containment(inner: np.ndarray, outer: np.ndarray) -> float:
-    """|inner ∩ outer| / |inner| (0 for an empty inner mask)."""
-    area = inner.sum()
-    return float((inner & outer).sum() / area) if area else 0.0
 
 
 def fusable(a: np.ndarray, b: np.ndarray, config) -> bool:
@@ -115,7 +109,7 @@ def fuse_mapping(a: np.ndarray, b: np.ndarray, grid: Grid, config, seed: int, en
         members, refs = members[moved], refs[moved]
         targets.append(members)
         references.append(refs)
-        regions.append({"seed": int(band_cells[s]), "label": label, "cells": int(members.size),
-                        "offset": [dy, dx] if count else None, "fitted": fitted})
+        regions.append({"seed": int(band_cells[s]), "label": label, "cells": int(members.size), "fitted": fitted,
+                        **({"offset": [dy, dx]} if count else {})})  # no offset: all cells took the nearest
     return ArtifactMapping("fuse", np.concatenate(targets), np.concatenate(references), grid, entity=entity,
                            subentity=subentity, meta={"regions": regions})

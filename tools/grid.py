@@ -1,7 +1,9 @@
-"""Pixel masks ↔ FLUX token cells.
+"""Pixel masks ↔ FLUX token cells, and the mask geometry every stage shares.
 
 One token covers one 16×16-pixel cell (8× VAE, 2×2 packing). Cell index = row · W + col with no
 text offset, where W is the image width in cells. A mask covers a cell when any pixel in it is set.
+``CELL``, ``dilate`` (the change region's dilation) and ``containment`` are defined here only
+(docs/ARCHITECTURE.md, "Token cells").
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import binary_dilation, distance_transform_cdt
 
-CELL = 16
+CELL = 16  # pixels per token side: the VAE's 8× downsampling times FLUX's 2×2 packing
 
 
 @dataclass(frozen=True)
@@ -60,33 +63,37 @@ class Grid:
         out[np.asarray(cells, dtype=np.int64)] = True
         return out.reshape(self.rows, self.cols)
 
+    def to_pixels(self, cell_mask: np.ndarray) -> np.ndarray:
+        """(rows, cols) bool → (H, W) bool: every cell becomes its ``CELL``×``CELL`` pixels."""
+        return np.repeat(np.repeat(cell_mask, CELL, axis=0), CELL, axis=1)
+
+    def change_cells(self, cells: np.ndarray, dilation: int) -> np.ndarray:
+        """The (rows, cols) cells an injection into ``cells`` may change: the cells, dilated."""
+        return dilate(self.to_cell_mask(cells), dilation)
+
     def pixel_mask(self, cells: np.ndarray, dilation: int = 0) -> np.ndarray:
         """Cells → (H, W) bool pixel mask, optionally dilated by ``dilation`` cells (square)."""
-        cm = dilate(self.to_cell_mask(cells), dilation)
-        return np.repeat(np.repeat(cm, CELL, axis=0), CELL, axis=1)
+        return self.to_pixels(self.change_cells(cells, dilation))
 
 
 def dilate(cell_mask: np.ndarray, radius: int) -> np.ndarray:
-    """Square (Chebyshev) dilation of a boolean grid by ``radius`` cells."""
-    out = cell_mask.copy()
-    for _ in range(radius):
-        grown = out.copy()
-        grown[1:] |= out[:-1]
-        grown[:-1] |= out[1:]
-        grown[:, 1:] |= out[:, :-1]
-        grown[:, :-1] |= out[:, 1:]
-        grown[1:, 1:] |= out[:-1, :-1]
-        grown[1:, :-1] |= out[:-1, 1:]
-        grown[:-1, 1:] |= out[1:, :-1]
-        grown[:-1, :-1] |= out[1:, 1:]
-        out = grown
-    return out
+    """Square (Chebyshev) dilation of a boolean grid by ``radius`` cells; nothing grows in from outside."""
+    if radius <= 0:
+        return cell_mask.copy()
+    return binary_dilation(cell_mask, structure=np.ones((2 * radius + 1, 2 * radius + 1), bool))
+
+
+def containment(inner: np.ndarray, outer: np.ndarray) -> float:
+    """|inner ∩ outer| / |inner|: the share of ``inner`` inside ``outer`` (0 for an empty ``inner``).
+
+    Divides by ``inner``'s own area, so a small part overlapping its parent only at the edge scores
+    low; dividing by the intersection instead would let any overlap pass."""
+    area = inner.sum()
+    return float((inner & outer).sum() / area) if area else 0.0
 
 
 def l1_distance(cell_mask: np.ndarray) -> np.ndarray:
     """L1 (city-block) distance of every cell to the nearest set cell (inf when none is set)."""
-    from scipy.ndimage import distance_transform_cdt
-
     if not cell_mask.any():
         return np.full(cell_mask.shape, np.inf)
     return distance_transform_cdt(~cell_mask, metric="taxicab").astype(np.float64)

@@ -55,9 +55,11 @@ class ArtifactMapping:
                 (int(rows.max()) + 1) * CELL]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tool": self.tool, "kernel": self.kernel, "entity": self.entity, "subentity": self.subentity,
+        """Plain data for the plan; unset (``None``) fields are left out, as the shard schema reads them."""
+        data = {"tool": self.tool, "kernel": self.kernel, "entity": self.entity, "subentity": self.subentity,
                 "grid": [self.grid.rows, self.grid.cols], "target_cells": self.target_cells.tolist(),
                 "reference_cells": self.reference_cells.tolist(), "meta": self.meta}
+        return {k: v for k, v in data.items() if v is not None}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ArtifactMapping:

@@ -1,7 +1,7 @@
 """Scripted backend: deterministic, schema-valid answers without a model (the tiny preset's VLM).
 
 It answers each request by its ``name`` — ``caption_vocabulary``, ``triplet_<tool>``,
-``local_explanation``, ``global_explanation`` (see ``agents.prompts``) — from a fixed lexicon and
+``local_explanation``, ``global_explanation``, ``negative_explanation`` (see ``agents.prompts``) — from a fixed lexicon and
 templates, choosing with a generator seeded by ``seed`` and a hash of the request (name, prompt and
 every image's pixels), so the same photo always gets the same vocabulary and the same crops the same
 verdict. A ``visible_share`` of triplet checks say visible and in the region; the rest fail one or
@@ -55,6 +55,10 @@ GLOBAL_TEXTS = ("The image contains structural flaws: parts that are duplicated,
                 "They break the anatomy or mechanics a real photo would show.",
                 "Some objects in this image are not physically plausible. Their parts are deformed, duplicated "
                 "or missing, or two objects merge into one.")
+NEGATIVE_TEXTS = ("Every object in this photo has the parts it should have, in the expected number and shape, "
+                  "joined where they belong.",
+                  "The objects are structurally plausible: no part is duplicated, missing, warped or merged with "
+                  "another object.")
 
 
 class ScriptedBackend:
@@ -77,6 +81,8 @@ class ScriptedBackend:
             value = {"explanation": LOCAL_TEXTS[rng.integers(len(LOCAL_TEXTS))]}
         elif request.name == "global_explanation":
             value = {"explanation": GLOBAL_TEXTS[rng.integers(len(GLOBAL_TEXTS))]}
+        elif request.name == "negative_explanation":
+            value = {"explanation": NEGATIVE_TEXTS[rng.integers(len(NEGATIVE_TEXTS))]}
         else:
             return VLMResult(None, "", f"unknown_request: the scripted backend has no answer for {request.name!r}")
         return validate(request.schema, json.dumps(value))

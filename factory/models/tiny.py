@@ -106,7 +106,7 @@ def cpu_overrides(out: Path, segmentation_family: str = "sam") -> dict[str, Any]
                       "max_sequence_length": CPU_MAX_SEQUENCE_LENGTH},
         # One actor per stage: the preset's 6 synthesis actors cannot all be placed on a small CPU
         # machine and the stream would wait for them forever.
-        "factory": {stage: {"num_gpus": 0, "actors": 1} for stage in STAGES},
+        "factory": {stage: {"num_gpus": 0, "actors": 1} for stage in (*STAGES, "vlm")},
     }
 
 

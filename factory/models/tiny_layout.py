@@ -22,6 +22,7 @@ from collections import Counter
 
 import numpy as np
 import torch
+from torchvision.ops import box_convert
 
 from agents.perception import phrase_spans
 from agents.vlm.scripted_backend import ROLES
@@ -165,8 +166,9 @@ def install_grounding_layout(model, tokenizer, seed: int) -> None:
             for q, (phrase, box, score) in enumerate(layout(phrases, frame_w, frame_h, rng)[:queries]):
                 start, end = spans[phrase]
                 logits[b, q, start:end] = float(np.log(score / (1 - score)))
-                x0, y0, x1, y1 = box[0] / frame_w, box[1] / frame_h, box[2] / frame_w, box[3] / frame_h
-                boxes[b, q] = torch.tensor([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dtype=boxes.dtype)
+                xyxy = torch.tensor(box, dtype=torch.float64) / torch.tensor([frame_w, frame_h, frame_w, frame_h],
+                                                                              dtype=torch.float64)
+                boxes[b, q] = box_convert(xyxy, "xyxy", "cxcywh").to(boxes.dtype)
         output.logits, output.pred_boxes = logits, boxes
         return output
 

@@ -52,7 +52,8 @@ def load_vlm(models: ModelsConfig):
     if vlm.backend == "vllm":
         from agents.vlm.vllm_backend import VLLMBackend
 
-        return VLLMBackend(vlm.model.path, vlm.max_new_tokens, vlm.temperature)
+        return VLLMBackend(vlm.model.path, vlm.max_new_tokens, vlm.temperature,
+                           gpu_memory_utilization=vlm.gpu_memory_utilization)
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from agents.vlm.transformers_backend import TransformersBackend

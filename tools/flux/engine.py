@@ -20,6 +20,9 @@ Read top to bottom, ``FluxEngine.run`` is the whole method:
 
 Mappings are per sample: a batch of images of one size with different mappings runs in one
 forward. The engine does not know about tools or records: it takes cell index tensors.
+``change_mask`` is the one definition of the pixels an injection may change (the label of an
+artifact); ``prepare_state`` exposes the per-batch RoPE tables and value cache to tests and
+benchmarks. Design: docs/ARCHITECTURE.md, "The FLUX engine".
 """
 
 from __future__ import annotations
@@ -33,8 +36,7 @@ import numpy as np
 import torch
 
 from tools.flux.processor import InjectionProcessor, InjectionState
-
-CELL = 16
+from tools.grid import Grid
 
 
 @dataclass
@@ -46,6 +48,18 @@ class EngineResult:
     cache_bytes: int
     latent_error: float  # mean |z_denoised − z_input| over all tokens (reconstruction, before decoding)
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PreparedState:
+    """One batch's injection tables; the processors' shared ``state`` is installed alongside."""
+
+    stock: tuple[torch.Tensor, torch.Tensor]  # (S, D) cos, sin: every token at its own position
+    injected: tuple[torch.Tensor, torch.Tensor]  # (B, S, D) cos, sin: target rows hold their reference's
+    txt_ids: torch.Tensor  # (text_len, 3)
+    img_ids: torch.Tensor  # (rows * cols, 3)
+    cache_bytes: int  # value cache size (the slots the denoising reads)
+    state: InjectionState
 
 
 def shifted_sigmas(num_steps: int, image_tokens: int, shift: bool = True) -> torch.Tensor:
@@ -125,8 +139,10 @@ class FluxEngine:
         return ((x.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
     # -------------------------------------------------------------------------- state
-    def _prepare_state(self, batch: int, text_len: int, rows: int, cols: int,
-                       targets: list[torch.Tensor], references: list[torch.Tensor]) -> tuple:
+    def prepare_state(self, batch: int, text_len: int, rows: int, cols: int,
+                      targets: list[torch.Tensor], references: list[torch.Tensor]) -> PreparedState:
+        """Build and install the processors' state for a batch: RoPE tables with each target row
+        taking its reference's, the value index, the cached rows and an empty value cache."""
         seq = text_len + rows * cols
         ids = torch.cat([torch.zeros(text_len, 3), image_ids(rows, cols)]).to(self.device)
         cos, sin = self.c.transformer.pos_embed(ids)
@@ -159,7 +175,13 @@ class FluxEngine:
             proc.state = state
         self.state = state
         cache_bytes = sum(layer[:slots].numel() * layer.element_size() for layer in cache)
-        return (cos, sin), (cos_inj, sin_inj), ids[:text_len], ids[text_len:], cache_bytes
+        return PreparedState((cos, sin), (cos_inj, sin_inj), ids[:text_len], ids[text_len:], cache_bytes, state)
+
+    def change_mask(self, cells: np.ndarray | torch.Tensor, height: int, width: int) -> np.ndarray:
+        """(H, W) bool: the pixels an injection into ``cells`` may change (the cells dilated by
+        ``dilation_cells``). ``run`` composites and pastes latents with it; it is an artifact's label."""
+        cells = cells.cpu().numpy() if isinstance(cells, torch.Tensor) else np.asarray(cells, dtype=np.int64)
+        return Grid.from_image(height, width).pixel_mask(cells, self.cfg.dilation_cells)
 
     # --------------------------------------------------------------------------- main
     @torch.no_grad()
@@ -173,20 +195,18 @@ class FluxEngine:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         batch, height, width = images.shape[:3]
-        if height % CELL or width % CELL:
-            raise ValueError(f"image sides must be multiples of {CELL}, got {width}x{height}")
-        rows, cols = height // CELL, width // CELL
+        grid = Grid.from_image(height, width)
+        rows, cols = grid.rows, grid.cols
         steps = self.cfg.num_steps
         sigmas = shifted_sigmas(steps, rows * cols, self.cfg.time_shift).to(self.device)
         z0 = self.encode_images(images)  # (B, N, 64) fp32
         timings["encode"] = time.perf_counter() - start
 
-        stock, injected, txt_ids, img_ids, cache_bytes = self._prepare_state(
-            batch, prompt_embeds.shape[1], rows, cols, targets, references)
-        state = self.state
-        keep = torch.ones(batch, rows * cols, 1, dtype=torch.bool, device=self.device)  # outside dilated targets
-        for b, t in enumerate(targets):
-            keep[b, :, 0] = ~self._dilated_cells(t, rows, cols)
+        prepared = self.prepare_state(batch, prompt_embeds.shape[1], rows, cols, targets, references)
+        stock, injected, txt_ids, img_ids = prepared.stock, prepared.injected, prepared.txt_ids, prepared.img_ids
+        state = prepared.state
+        changed = np.stack([grid.change_cells(t.cpu().numpy(), self.cfg.dilation_cells) for t in targets])
+        keep = torch.from_numpy(~changed.reshape(batch, rows * cols, 1)).to(self.device)  # latent paste
 
         def velocity(z: torch.Tensor, sigma: torch.Tensor, guidance: float) -> torch.Tensor:
             out = self.forward(
@@ -236,12 +256,12 @@ class FluxEngine:
         tic = time.perf_counter()
         raw = self.decode(z, rows, cols)
         clean = self.decode(z0, rows, cols)
-        masks = np.stack([self._dilated_pixels(t, rows, cols) for t in targets])
+        masks = np.stack([grid.to_pixels(c) for c in changed])  # == change_mask(targets[b], H, W)
         composite = np.where(masks[..., None], raw, clean)
         timings["decode"] = time.perf_counter() - tic
         timings["total"] = time.perf_counter() - start
         latent_error = float((z - z0).abs().mean())
-        return EngineResult(composite, masks, raw, clean, cache_bytes, latent_error, timings)
+        return EngineResult(composite, masks, raw, clean, prepared.cache_bytes, latent_error, timings)
 
     def _step(self, velocity, z, sigma, sigma_next, guidance, carried):
         """One solver step from ``sigma`` to ``sigma_next``; returns (z_next, carried velocity)."""
@@ -251,16 +271,3 @@ class FluxEngine:
         v = carried if carried is not None else velocity(z, sigma, guidance)
         v_mid = velocity(z + 0.5 * dt * v, sigma + 0.5 * dt, guidance)
         return z + dt * v_mid, v_mid
-
-    def _dilated_cells(self, cells: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-        mask = torch.zeros(rows * cols, dtype=torch.bool)
-        mask[cells.cpu()] = True
-        grid = mask.view(1, 1, rows, cols).float()
-        r = self.cfg.dilation_cells
-        if r:
-            grid = torch.nn.functional.max_pool2d(grid, 2 * r + 1, stride=1, padding=r)
-        return grid.view(-1).bool().to(self.device)
-
-    def _dilated_pixels(self, cells: torch.Tensor, rows: int, cols: int) -> np.ndarray:
-        grid = self._dilated_cells(cells, rows, cols).view(rows, cols).cpu().numpy()
-        return np.repeat(np.repeat(grid, CELL, axis=0), CELL, axis=1)

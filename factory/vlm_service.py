@@ -1,0 +1,92 @@
+"""The run's one VLM, shared by every stage that asks it: perception's description and curation's
+verdicts and explanations.
+
+A VLM is the largest model of a run; loading one per stage doubled its memory (with vLLM: two
+engines, each taking its own share of a GPU). So the driver starts ``factory.vlm.actors``
+``VLMServer`` actors (each holding ``factory.vlm.num_gpus``) once per run, and the stages get a
+``VLMClient`` over their handles: the same ``generate_json`` as a local backend, each call sent to
+the next server in turn. Backend ``openai`` already is a service (any OpenAI-compatible server), so
+its client is the local ``OpenAIBackend`` and no actor is started. A server that dies is restarted
+by Ray; a call that meets a dead or restarting server raises, and the stage fails that batch (it is
+retried, never rejected).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.vlm.base import VLMRequest, VLMResult
+from factory.config import Config, ModelsConfig
+
+
+class VLMServer:
+    """A Ray actor holding one VLM backend (``factory.models.vlm.load_vlm``)."""
+
+    def __init__(self, models_json: str):
+        from factory.models.vlm import load_vlm
+
+        self.backend = load_vlm(ModelsConfig.model_validate_json(models_json))
+
+    def model_id(self) -> str:
+        return self.backend.model_id
+
+    def generate_json(self, requests: list[VLMRequest]) -> list[VLMResult]:
+        return self.backend.generate_json(requests)
+
+
+@dataclass
+class VLMClient:
+    """``generate_json`` over the run's ``VLMServer`` actors, round robin; picklable into stages."""
+
+    servers: list[Any]  # Ray actor handles
+    model_id: str
+    _turn: Any = field(default=None, repr=False)
+
+    def generate_json(self, requests: list[VLMRequest]) -> list[VLMResult]:
+        import ray
+
+        if not requests:
+            return []
+        if self._turn is None:
+            self._turn = itertools.cycle(self.servers)
+        return ray.get(next(self._turn).generate_json.remote(requests))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"servers": self.servers, "model_id": self.model_id, "_turn": None}
+
+
+def start_vlm_service(config: Config) -> VLMClient | None:
+    """Start the run's VLM servers; ``None`` for backend ``openai`` (the stages talk to its server)."""
+    import ray
+
+    if config.models.vlm.backend == "openai":
+        return None
+    service = config.factory.vlm
+    server_cls = ray.remote(num_gpus=service.num_gpus, num_cpus=service.num_cpus, max_restarts=-1,
+                            max_concurrency=1)(VLMServer)
+    servers = [server_cls.remote(config.models.model_dump_json()) for _ in range(service.actors)]
+    try:
+        model_id = ray.get(servers[0].model_id.remote())  # waits for the first model to load
+    except ray.exceptions.RayError as err:
+        stop_vlm_service(VLMClient(servers, ""))
+        raise RuntimeError(f"the VLM server could not start: {err}") from None
+    return VLMClient(servers, model_id)
+
+
+def stop_vlm_service(client: VLMClient | None) -> None:
+    """Kill the run's VLM servers (they hold a GPU each)."""
+    import ray
+
+    for server in client.servers if client is not None else []:
+        ray.kill(server)
+
+
+def connect_vlm(config: Config, client: VLMClient | None):
+    """The VLM a stage uses: the run's shared service, or (backend ``openai``) its own server client."""
+    if client is not None:
+        return client
+    from factory.models.vlm import load_vlm
+
+    return load_vlm(config.models)
