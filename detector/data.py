@@ -1,7 +1,7 @@
 """Shards → detector examples: positives, negatives, a leak-free split and shortcut-removing augmentation.
 
-Every accepted row gives its artifact ``image`` with the mask binarised (k > 0 → 1, 255 kept as
-ignore) and, as negatives with an all-zero mask, its ``clean_image`` (the VAE reconstruction the
+Every accepted row gives its artifact ``image`` with the mask binarised (k > 0 → 1, ``MASK_IGNORE``
+kept as ignore) and, as negatives with an all-zero mask, its ``clean_image`` (the VAE reconstruction the
 artifact was composited onto: the same decoder fingerprint, so "VAE trace = artifact" is no
 shortcut) and/or its ``real_image`` (``DataConfig.negatives``). The held-out split is
 ``shards.split``'s hash of ``source_id``, so a real photo and its artifact versions always land on
@@ -22,12 +22,15 @@ import numpy as np
 import pyarrow as pa
 import torch
 from PIL import Image
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as config_dataclass
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from shards.images import decode_image, decode_mask
 from shards.reader import iter_samples, read_table, shard_files, table_to_samples
-from shards.record import ARTIFACT_TOOLS as ARTIFACT_TYPES
+from detector.model import TYPE_NAMES
+from shards.taxonomy import artifact_category
 from shards.record import MASK_IGNORE as IGNORE
 from shards.record import NEGATIVE_COLUMNS
 from shards.record import Sample
@@ -36,17 +39,18 @@ from shards.split import DEFAULT_SALT, DEFAULT_VAL_FRACTION, split_of
 Split = Literal["train", "val", "all"]
 
 
-@dataclass
+@config_dataclass(config=ConfigDict(extra="forbid"))
 class DataConfig:
-    """Split and augmentation; the input size is the model's (``DetectorConfig.image_size``)."""
+    """Split and augmentation (a pydantic dataclass); the input size is the model's
+    (``DetectorConfig.image_size``)."""
 
-    val_fraction: float = DEFAULT_VAL_FRACTION
+    val_fraction: float = Field(DEFAULT_VAL_FRACTION, ge=0, le=1)
     split_salt: str = DEFAULT_SALT
-    jpeg_prob: float = 0.5
+    jpeg_prob: float = Field(0.5, ge=0, le=1)
     jpeg_quality: tuple[int, int] = (60, 95)  # inclusive range
     crop_scale: tuple[float, float] = (0.6, 1.0)  # area fraction of the random resized crop
-    flip_prob: float = 0.5
-    rows_per_map_batch: int = 16  # shard rows decoded and transformed per Ray Data map call
+    flip_prob: float = Field(0.5, ge=0, le=1)
+    rows_per_map_batch: int = Field(16, gt=0)  # shard rows decoded and transformed per Ray Data map call
     negatives: Literal["clean", "real", "both"] = "clean"  # which images of a row are the clean examples
 
 
@@ -55,9 +59,9 @@ class Example:
     sample_id: str
     source_id: str
     image: Image.Image  # RGB at the shard's size
-    mask: np.ndarray  # (H, W) uint8: 0 clean, 1 artifact, 255 ignore
+    mask: np.ndarray  # (H, W) uint8: 0 clean, 1 artifact, ``MASK_IGNORE`` ignore
     label: int  # 1 artifact image, 0 real photo
-    types: np.ndarray  # (len(ARTIFACT_TYPES),) float32 multi-hot of accepted artifacts' tools
+    types: np.ndarray  # (len(TYPE_NAMES),) float32 multi-hot of accepted artifacts' tools, then X-AIGD categories
     boxes: list[list[int]]  # accepted artifacts' [x0, y0, x1, y1]
 
 
@@ -67,13 +71,14 @@ def examples_from_sample(sample: Sample, negatives: str = "clean") -> list[Examp
     if sample.status != "accepted" or not sample.image or not all(getattr(sample, c) for c in columns):
         return []
     accepted = [a for a in sample.artifacts if a.accepted]
-    types = np.array([any(a.tool == t for a in accepted) for t in ARTIFACT_TYPES], np.float32)
+    present = {a.tool for a in accepted} | {a.xaigd_category or artifact_category(a) for a in accepted}
+    types = np.array([name in present for name in TYPE_NAMES], np.float32)
     labels = decode_mask(sample.mask)
     mask = np.where(labels == IGNORE, IGNORE, labels > 0).astype(np.uint8)
     positive = Example(sample.sample_id, sample.source_id, decode_image(sample.image), mask, 1, types,
                        [list(a.bbox) for a in accepted if len(a.bbox) == 4])
     return [positive] + [Example(sample.sample_id, sample.source_id, decode_image(getattr(sample, column)),
-                                 np.zeros(mask.shape, np.uint8), 0, np.zeros(len(ARTIFACT_TYPES), np.float32), [])
+                                 np.zeros(mask.shape, np.uint8), 0, np.zeros(len(TYPE_NAMES), np.float32), [])
                          for column in columns]
 
 
@@ -91,8 +96,10 @@ def split_counts(paths: str | Path | Sequence[str | Path], cfg: DataConfig) -> d
     return counts
 
 
-def iter_examples(paths: str | Path | Sequence[str | Path], split: Split, cfg: DataConfig) -> Iterator[Example]:
-    """Plain (no Ray) iteration for evaluation; a source's negative shared by several rows is yielded once."""
+def iter_sample_examples(paths: str | Path | Sequence[str | Path], split: Split, cfg: DataConfig
+                         ) -> Iterator[tuple[Sample, Example]]:
+    """Plain (no Ray) iteration for evaluation: (row, example) pairs of ``split``; a source's negative
+    shared by several rows is yielded once."""
     seen_negatives: set[tuple[str, int]] = set()
     for sample in iter_samples(paths):
         if not _in_split(sample.source_id, split, cfg):
@@ -102,7 +109,12 @@ def iter_examples(paths: str | Path | Sequence[str | Path], split: Split, cfg: D
                 if (ex.source_id, k) in seen_negatives:
                     continue
                 seen_negatives.add((ex.source_id, k))
-            yield ex
+            yield sample, ex
+
+
+def iter_examples(paths: str | Path | Sequence[str | Path], split: Split, cfg: DataConfig) -> Iterator[Example]:
+    """``iter_sample_examples`` without the rows."""
+    return (ex for _, ex in iter_sample_examples(paths, split, cfg))
 
 
 def _transforms(size: int, augmentation: DataConfig | None) -> v2.Compose:

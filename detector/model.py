@@ -2,51 +2,62 @@
 
 ``ArtifactDetector`` maps an RGB batch in [0, 1] to an image-level artifact logit, per-pixel mask
 logits at input size (a light FPN decoder over the backbone's feature maps) and multi-label
-artifact-type logits (add / remove / distort / fuse). ``loss`` combines image BCE, pixel BCE +
-Dice (255 = ignore), type BCE and, for ViT-class backbones, the X-AIGD attention-alignment loss.
+artifact-type logits (add / remove / distort / fuse, then X-AIGD's 7 categories, ``TYPE_NAMES``). ``loss`` combines image BCE, pixel BCE +
+Dice (``MASK_IGNORE`` pixels ignored), type BCE and, for ViT-class backbones, the X-AIGD
+attention-alignment loss.
 
 Backbones: ``tiny`` (random ConvNeXt, hidden 8-16-32-64, depths 1-1-1-1) and ``tiny-vit`` (random
 DINOv2, exposes attentions) for tests, ``pretrained`` (any ``AutoBackbone`` checkpoint — DINOv2,
 Swin, ConvNeXt — from a local path or the HF cache, never downloaded). A saved detector is
-self-contained: the backbone's config travels in ``config.json``, its weights in the safetensors.
+self-contained: the backbone's config travels in ``config.json`` (the validated ``DetectorConfig``),
+its weights in the safetensors.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import ConfigDict, Field, TypeAdapter
+from pydantic.dataclasses import dataclass
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoBackbone, AutoConfig, ConvNextConfig, Dinov2Config
 from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING
 
 from shards.record import ARTIFACT_TOOLS as ARTIFACT_TYPES
+from shards.taxonomy import CATEGORY_NAMES
 from shards.record import MASK_IGNORE as IGNORE
 
+# The type head's multi-label outputs: the tools present, then the X-AIGD categories present.
+TYPE_NAMES = (*ARTIFACT_TYPES, *CATEGORY_NAMES)
 VIT_TYPES = ("dinov2", "dinov2_with_registers", "vit")  # CLS token first, attentions exposed
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 
 
-@dataclass
+@dataclass(config=ConfigDict(extra="forbid"))
 class DetectorConfig:
+    """The detector's architecture and loss weights (a pydantic dataclass: validated on construction)."""
+
     backbone: Literal["tiny", "tiny-vit", "pretrained"] = "tiny"
     path: str | None = None  # local directory or HF repo id (cache only) for ``pretrained``
-    image_size: int = 64
-    num_types: int = len(ARTIFACT_TYPES)
-    decoder_dim: int = 32
+    image_size: int = Field(64, gt=0)
+    num_types: int = Field(len(TYPE_NAMES), gt=0)  # 4 (tools only) in detectors saved before categories
+    decoder_dim: int = Field(32, gt=0)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet statistics
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    image_weight: float = 1.0
-    pixel_weight: float = 1.0
-    type_weight: float = 0.5
-    align_weight: float = 0.0  # X-AIGD attention alignment; 0 disables (CNN backbones ignore it)
-    align_benign: float = 0.1  # λ: target attention mass per benign patch relative to an artifact patch
+    image_weight: float = Field(1.0, ge=0)
+    pixel_weight: float = Field(1.0, ge=0)
+    type_weight: float = Field(0.5, ge=0)
+    align_weight: float = Field(0.0, ge=0)  # X-AIGD attention alignment; 0 disables (CNN backbones ignore it)
+    align_benign: float = Field(0.1, ge=0)  # λ: target attention mass per benign patch relative to an artifact patch
     backbone_config: dict[str, Any] = field(default_factory=dict)  # filled in by the model; saved with it
+
+
+CONFIG_ADAPTER = TypeAdapter(DetectorConfig)  # ``config.json`` ⇄ ``DetectorConfig``
 
 
 class BackboneNotFoundError(FileNotFoundError):
@@ -129,7 +140,7 @@ class ArtifactDetector(nn.Module):
         return result
 
     def loss(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``batch``: ``label`` (B,), ``mask`` (B, H, W; 0/1, 255 ignore), ``types`` (B, T) multi-hot."""
+        """``batch``: ``label`` (B,), ``mask`` (B, H, W; 0/1, ``IGNORE`` ignored), ``types`` (B, T) multi-hot."""
         cfg = self.cfg
         label, mask, types = batch["label"].float(), batch["mask"].long(), batch["types"].float()
         image = F.binary_cross_entropy_with_logits(outputs["image"], label)
@@ -175,13 +186,13 @@ def save_detector(model: ArtifactDetector, directory: str | Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE))
-    (directory / CONFIG_FILE).write_text(json.dumps(asdict(model.cfg), indent=2))
+    (directory / CONFIG_FILE).write_bytes(CONFIG_ADAPTER.dump_json(model.cfg, indent=2))
     return directory
 
 
 def load_detector(directory: str | Path, device: str | torch.device = "cpu") -> ArtifactDetector:
     """Rebuild a detector saved by ``save_detector`` (no backbone download or local weights needed)."""
     directory = Path(directory)
-    model = ArtifactDetector(DetectorConfig(**json.loads((directory / CONFIG_FILE).read_text())))
+    model = ArtifactDetector(CONFIG_ADAPTER.validate_json((directory / CONFIG_FILE).read_bytes()))
     model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
     return model.to(device).eval()

@@ -1,7 +1,8 @@
 """Run a trained detector on image files: score, mask PNG, boxes JSON and an overlay per image.
 
 ``python -m detector.predict IMG [IMG ...] --checkpoint CKPT [--out DIR] [--threshold T]``
-writes ``DIR/<stem>_mask.png`` (255 = artifact), ``DIR/<stem>_overlay.png`` (mask tinted red,
+writes ``DIR/<stem>_mask.png`` (255 = artifact, 0 = clean: X-AIGD's prediction encoding, which reads it
+with > 127; our shards' masks use 255 for ignore instead), ``DIR/<stem>_overlay.png`` (mask tinted red,
 boxes drawn) and ``DIR/<stem>.json`` (image score, type probabilities, boxes [x0, y0, x1, y1]).
 An unreadable file is reported on stderr with its reason, the rest are still predicted, and the
 exit status is 1.
@@ -22,7 +23,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from detector.data import to_pixels
 from detector.metrics import mask_to_boxes
-from detector.model import ArtifactDetector, load_detector
+from detector.model import TYPE_NAMES, ArtifactDetector, load_detector
 from shards.record import ARTIFACT_TOOLS as ARTIFACT_TYPES
 
 
@@ -30,7 +31,8 @@ from shards.record import ARTIFACT_TOOLS as ARTIFACT_TYPES
 class Prediction:
     score: float  # P(the image carries an artifact)
     probability: np.ndarray  # (H, W) float32 per-pixel artifact probability at the image's own size
-    types: dict[str, float]  # P(artifact type present)
+    types: dict[str, float]  # P(artifact type present), per tool
+    categories: dict[str, float]  # P(X-AIGD category present); empty for detectors saved before categories
 
 
 @torch.no_grad()
@@ -45,10 +47,12 @@ def infer(model: ArtifactDetector, images: list[Image.Image]) -> list[Prediction
     for i, im in enumerate(images):
         logits = F.interpolate(result["mask"][i][None, None], size=(im.height, im.width), mode="bilinear",
                                align_corners=False)
+        scores = {t: float(p) for t, p in zip(TYPE_NAMES, torch.sigmoid(result["types"][i]))}
         out.append(Prediction(
             score=float(torch.sigmoid(result["image"][i])),
             probability=torch.sigmoid(logits)[0, 0].cpu().numpy(),
-            types={t: float(p) for t, p in zip(ARTIFACT_TYPES, torch.sigmoid(result["types"][i]))},
+            types={t: p for t, p in scores.items() if t in ARTIFACT_TYPES},
+            categories={t: p for t, p in scores.items() if t not in ARTIFACT_TYPES},
         ))
     return out
 
@@ -99,7 +103,7 @@ def predict_files(paths: list[str | Path], checkpoint: str | Path, out: str | Pa
             Image.fromarray(mask.astype(np.uint8) * 255).save(out / f"{name}_mask.png")
             overlay(image, mask, boxes).save(out / f"{name}_overlay.png")
             record = {"image": str(path), "score": pred.score, "is_artifact": pred.score > threshold,
-                      "types": pred.types, "boxes": boxes, "outputs": name}
+                      "types": pred.types, "categories": pred.categories, "boxes": boxes, "outputs": name}
             (out / f"{name}.json").write_text(json.dumps(record, indent=2))
             records.append(record)
     return records

@@ -17,7 +17,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from pathlib import Path
 
 import ray
@@ -25,6 +25,8 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
+from pydantic import ConfigDict, Field, TypeAdapter
+from pydantic.dataclasses import dataclass
 from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
@@ -39,20 +41,20 @@ RESUME_FIXED = ("backbone", "path", "image_size", "num_types", "decoder_dim")  #
 CLI_DEFAULTS = {"tiny": {"image_size": 64, "lr": 3e-3}, "pretrained": {"image_size": 448, "lr": 1e-4}}
 
 
-@dataclass
+@dataclass(config=ConfigDict(extra="forbid"))
 class TrainConfig:
+    """A training run (a pydantic dataclass: nested configs validate from plain dicts)."""
+
     model: DetectorConfig = field(default_factory=DetectorConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    epochs: int = 10
-    batch_size: int = 16  # per worker
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
+    epochs: int = Field(10, gt=0)
+    batch_size: int = Field(16, gt=0)  # per worker
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
     seed: int = 0
 
 
-def _to_config(raw: dict) -> TrainConfig:
-    """``asdict(TrainConfig)`` (how the config reaches the workers) → ``TrainConfig``."""
-    return TrainConfig(**{**raw, "model": DetectorConfig(**raw["model"]), "data": DataConfig(**raw["data"])})
+TRAIN_ADAPTER = TypeAdapter(TrainConfig)  # the plain dict a Ray worker receives ⇄ ``TrainConfig``
 
 
 def _restore(model: ArtifactDetector, optimizer: torch.optim.Optimizer) -> int:
@@ -111,7 +113,7 @@ def _validate(model: ArtifactDetector, shard, batch_size: int, device: torch.dev
 
 def train_loop_per_worker(raw_config: dict) -> None:
     """The per-rank loop: restore, then per epoch train, validate (sums all-reduced over ranks), report."""
-    cfg = _to_config(raw_config)
+    cfg = TRAIN_ADAPTER.validate_python(raw_config)
     torch.manual_seed(cfg.seed)
     context = ray.train.get_context()
     device = ray.train.torch.get_device()
@@ -174,7 +176,7 @@ def train(shards: list[str], out: str | Path, cfg: TrainConfig, workers: int = 1
         datasets["val"] = ray_dataset(shards, "val", False, cfg.model.image_size, cfg.data)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=asdict(cfg),
+        train_loop_config=TRAIN_ADAPTER.dump_python(cfg, mode="json"),
         datasets=datasets,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus_per_worker}),

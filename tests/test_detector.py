@@ -12,31 +12,30 @@ import pytest
 import ray
 import torch
 from PIL import Image
+from pydantic import ValidationError
 from transformers import AutoBackbone, ConvNextConfig, Dinov2Config, SwinConfig
 
 from detector import eval as detector_eval
 from detector.data import DataConfig, iter_examples, to_pixels, transform
-from detector.model import (ArtifactDetector, BackboneNotFoundError, DetectorConfig, attention_alignment_loss,
-                            load_detector, save_detector)
+from detector.model import (TYPE_NAMES, ArtifactDetector, BackboneNotFoundError, DetectorConfig,
+                            attention_alignment_loss, load_detector, save_detector)
 from detector.metrics import box_f1, mask_to_boxes, pixel_per_image, pixel_pooled
 from detector.predict import infer
 from detector.predict import main as predict_main
-from detector.train import STATE_FILE
+from detector.train import STATE_FILE, TRAIN_ADAPTER, TrainConfig
 from detector.train import main as train_main
 from shards.split import split_of
+from shards.taxonomy import CATEGORY_NAMES
 
 DATA = DataConfig(val_fraction=0.3)
 EPOCHS = 15
+IMAGE_SIZE = 128  # the session's shards are 256-384 px (conftest.FACTORY_IMAGE); 64² would blur the cells away
 TRAIN_ARGS = ["--workers", "2", "--batch-size", "8", "--val-fraction", str(DATA.val_fraction),
-              "--keep-checkpoints", "0"]
-# Share of the first epoch's training loss the detector must get below by the last epoch (measured on
-# this data: ~0.6; 2.45 at epoch 1). There is no held-out bar: without the old splice shortcut
-# (artifacts pasted onto camera pixels), the tiny preset's artifacts are re-renderings by a random
-# transformer inside a VAE reconstruction, and a tiny detector trained on ~35 images does not
-# generalise to held-out photos (one run: pixel IoU 0.23 vs 0.37 for the all-foreground predictor).
-# Image-level accuracy on the training images varied from 0.60 to 0.80 between runs, too noisy for a
-# bar. Held-out metrics are computed and printed.
-LOSS_SHARE = 0.8
+              "--keep-checkpoints", "0", "--image-size", str(IMAGE_SIZE)]
+# Share of the first epoch's training loss the detector must get below by the last epoch (one run:
+# 2.48 at epoch 1, 1.99 at epoch 15).
+LOSS_SHARE = 0.9
+AUROC_BAR = 0.6  # held-out pooled pixel AUROC the trained detector must exceed (chance: 0.5)
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -105,16 +104,33 @@ def test_model_outputs_losses_and_round_trip(backbone, tmp_path):
     pixels = torch.rand(2, 3, 64, 64)
     mask = torch.zeros(2, 64, 64, dtype=torch.uint8)
     mask[0, 8:24, 8:24], mask[0, :2] = 1, 255
-    batch = {"label": torch.tensor([1.0, 0.0]), "mask": mask, "types": torch.tensor([[0, 0, 1, 0], [0, 0, 0, 0]])}
+    types = torch.zeros(2, len(TYPE_NAMES))
+    types[0, [TYPE_NAMES.index("fuse"), TYPE_NAMES.index("high-level-semantics")]] = 1
+    batch = {"label": torch.tensor([1.0, 0.0]), "mask": mask, "types": types}
     out = model(pixels)
-    assert out["image"].shape == (2,) and out["mask"].shape == (2, 64, 64) and out["types"].shape == (2, 4)
+    assert out["image"].shape == (2,) and out["mask"].shape == (2, 64, 64)
+    assert out["types"].shape == (2, len(TYPE_NAMES)) == (2, 4 + 7)  # the tools, then X-AIGD's categories
     losses = model.loss(out, batch)
     assert ("align_loss" in losses) == (backbone == "tiny-vit")  # CNNs expose no attention: alignment skipped
     losses["loss"].backward()
     assert all(torch.isfinite(v) for v in losses.values())
     save_detector(model, tmp_path)
     restored, model = load_detector(tmp_path), model.eval()
+    assert restored.cfg == model.cfg and isinstance(restored.cfg.mean, tuple)  # config.json round-trips
     assert torch.equal(restored(pixels)["mask"], model(pixels)["mask"])
+
+
+def test_configs_are_validated_and_round_trip_through_what_ray_workers_receive():
+    cfg = TrainConfig(model=DetectorConfig(image_size=32, align_weight=0.5), data=DataConfig(negatives="both"),
+                      epochs=3)
+    raw = TRAIN_ADAPTER.dump_python(cfg, mode="json")
+    assert json.loads(json.dumps(raw)) == raw and TRAIN_ADAPTER.validate_python(raw) == cfg
+    assert isinstance(TRAIN_ADAPTER.validate_python(raw).model, DetectorConfig)
+    for bad in (lambda: DetectorConfig(image_size=0), lambda: DetectorConfig(backbone="resnet"),
+                lambda: DataConfig(negatives="none"), lambda: DataConfig(val_fraction=1.5),
+                lambda: TrainConfig(epochs=0), lambda: DetectorConfig(imagesize=64)):
+        with pytest.raises(ValidationError):
+            bad()
 
 
 @pytest.mark.parametrize("config", [
@@ -168,7 +184,7 @@ def test_ray_train_reports_checkpoints_and_resumes(trained):
 
 @pytest.mark.slow
 def test_resume_refuses_a_different_model(trained, factory_shards):
-    with pytest.raises(Exception, match="--resume: the run's model differs .*'image_size': \\(64, 96\\)"):
+    with pytest.raises(Exception, match="--resume: the run's model differs .*'image_size': \\(128, 96\\)"):
         train_main(["--shards", str(factory_shards), "--out", str(trained["out"]), *TRAIN_ARGS,
                     "--epochs", str(EPOCHS + 1), "--resume", "--image-size", "96"])
 
@@ -182,6 +198,13 @@ def test_trained_detector_fits_its_training_images_and_reports_held_out_metrics(
     print(json.dumps(held_out, indent=2))
     assert held_out["n_artifact_images"] >= 5 and held_out["n_images"] > held_out["n_artifact_images"]
     assert set(held_out["baselines"]) == {"all_background", "all_foreground", "random"}
+    # On held-out photos it ranks artifact pixels above clean ones (threshold-free; every trivial
+    # predictor scores 0.5), and the pixels it flags at 0.5 are artifacts far more often than a random
+    # pixel is. Thresholded IoU / PixF1 against all-foreground swing between runs on ~20 held-out
+    # images (0.33 vs 0.21 in one run, 0.20 vs 0.21 in another), so they are printed, not asserted.
+    model = held_out["model"]
+    assert model["pixel_auroc"] > AUROC_BAR, model
+    assert model["pix_precision"] > 2 * held_out["pixel_base_rate"], (model, held_out["pixel_base_rate"])
 
     first, last = trained["first"].metrics["train_loss"], trained["second"].metrics["train_loss"]
     assert last < LOSS_SHARE * first, (first, last)  # it fits its training images
@@ -230,6 +253,7 @@ def test_predict_writes_mask_overlay_and_boxes(trained, factory_shards, tmp_path
         assert mask.shape == example.mask.shape and set(np.unique(mask)) <= {0, 255}
         assert Image.open(tmp_path / "pred" / f"{name}_overlay.png").size == example.image.size
         assert 0.0 <= record["score"] <= 1.0 and set(record["types"]) == {"add", "remove", "distort", "fuse"}
+        assert set(record["categories"]) == set(CATEGORY_NAMES)
         assert all(0 <= x0 < x1 <= mask.shape[1] and 0 <= y0 < y1 <= mask.shape[0]
                    for x0, y0, x1, y1 in record["boxes"])
     assert not list((tmp_path / "pred").glob("broken*"))

@@ -1,6 +1,7 @@
-"""LLaMA-Factory export of a real tiny-preset run: every image path exists, every box lies inside its
-image, real photos come once per source as negatives, train / val split by source, and both files
-load with the ``datasets`` JSON loader."""
+"""LLaMA-Factory export of a real tiny-preset run: every image path exists, is written in the frame the
+model sees (sides multiples of 28, within ``image_max_pixels``), every box lies inside its image,
+real photos come once per source as negatives, train / val split by source, and both files load
+with the ``datasets`` JSON loader. The box frame itself is checked in ``test_export_frame.py``."""
 
 import json
 import re
@@ -8,7 +9,7 @@ import re
 from datasets import load_dataset
 from PIL import Image
 
-from shards.export import NO_ARTIFACTS, SPLITS, data_file, dataset_name, main
+from shards.export import NO_ARTIFACTS, SPLITS, ModelFrame, data_file, dataset_name, main
 from shards.reader import iter_samples
 from shards.split import split_of
 
@@ -31,7 +32,7 @@ def test_llamafactory_export(factory_shards, tmp_path):
                                  "assistant_tag": "assistant"}
         records = json.loads((out / entry["file_name"]).read_text())
         rows = [s for s in accepted if split_of(s.source_id, VAL_FRACTION) == split]
-        negatives = [r for r in records if r["messages"][1]["content"] == NO_ARTIFACTS]
+        negatives = [r for r in records if r["messages"][1]["content"].startswith(NO_ARTIFACTS)]
         assert len(records) - len(negatives) == len(rows) > 0
         assert len(negatives) == len({s.source_id for s in rows})  # one real photo per source
         images_by_split[split] = {r["images"][0] for r in records}
@@ -41,6 +42,7 @@ def test_llamafactory_export(factory_shards, tmp_path):
             assert user["content"].count("<image>") == len(record["images"]) == 1
             assert not record["images"][0].startswith("/")
             image = Image.open(out / record["images"][0])  # every path exists and decodes
+            assert image.width % 28 == image.height % 28 == 0 and image.width * image.height <= 768 * 768
             if record in negatives:
                 continue
             boxes = json.loads(re.search(r"```json\n(.*)\n```", assistant["content"], re.S).group(1))
@@ -55,7 +57,8 @@ def test_llamafactory_export(factory_shards, tmp_path):
 
 def test_export_skips_images_with_an_unlabelled_edit_and_offers_both_negatives(tmp_path):
     """A ``curation.partial`` row (one artifact failed, still in the image) is never described; the
-    negatives are the VAE reconstruction by default, the photo with ``--negatives real``."""
+    negatives are the VAE reconstruction by default, the photo with ``--negatives real``, both written
+    in the model's frame (64×48 → 56×56, bicubic)."""
     import numpy as np
     from skimage import data as skdata
 
@@ -70,6 +73,7 @@ def test_export_skips_images_with_an_unlabelled_edit_and_offers_both_negatives(t
         return Sample(sample_id=sample_id, source_id=source_id, seed=0, status="accepted",
                       real_image=encode_png(photo), clean_image=encode_png(clean), image=encode_png(255 - clean),
                       mask=encode_png(np.ones((48, 64), np.uint8)), global_explanation="broken",
+                      negative_explanation="The <image> cup has one handle, as cups do.",
                       artifacts=[Artifact(tool="add", bbox=[0, 0, 10, 10], accepted=True, local_explanation="x"),
                                  Artifact(tool="fuse", bbox=[20, 20, 30, 30], accepted=second_passed)])
 
@@ -79,8 +83,12 @@ def test_export_skips_images_with_an_unlabelled_edit_and_offers_both_negatives(t
         main(["--format", "llamafactory", "--shards", str(tmp_path / "run"), "--out", str(out),
               "--val-fraction", "0", "--negatives", negatives])
         records = json.loads((out / data_file("train")).read_text())
-        described = [r for r in records if r["messages"][1]["content"] != NO_ARTIFACTS]
-        negative = [r for r in records if r["messages"][1]["content"] == NO_ARTIFACTS]
+        described = [r for r in records if not r["messages"][1]["content"].startswith(NO_ARTIFACTS)]
+        negative = [r for r in records if r["messages"][1]["content"].startswith(NO_ARTIFACTS)]
         assert [r["images"][0] for r in described] == ["images/whole.png"]  # "partial" is skipped
-        assert len(negative) == 1
-        assert np.array_equal(np.asarray(Image.open(out / negative[0]["images"][0])), column)
+        assert len(negative) == 1  # answered with the row's generated negative explanation, defused
+        assert negative[0]["messages"][1]["content"] == f"{NO_ARTIFACTS}\nThe [image] cup has one handle, as cups do."
+        size = ModelFrame().export_size(64, 48)
+        assert size == (56, 56)
+        expected = np.asarray(Image.fromarray(column).resize(size, Image.Resampling.BICUBIC))
+        assert np.array_equal(np.asarray(Image.open(out / negative[0]["images"][0])), expected)
