@@ -69,12 +69,15 @@ def tiny_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def everywhere(tmp_path_factory) -> Path:
-    """A saved detector with zero weights and +8 mask / image biases: every pixel of every image is an artifact."""
+    """A saved detector with zero weights and +8 mask / image biases: every pixel of every image is an artifact.
+    Its type head scores the 4 tools only (as detectors saved before the X-AIGD categories): category-agnostic,
+    so X-AIGD's per-category metrics submit its mask under every category."""
     import torch
 
     from detector.model import ArtifactDetector, DetectorConfig, save_detector
+    from shards.record import ARTIFACT_TOOLS
 
-    model = ArtifactDetector(DetectorConfig())
+    model = ArtifactDetector(DetectorConfig(num_types=len(ARTIFACT_TOOLS)))
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()

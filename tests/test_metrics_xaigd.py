@@ -229,3 +229,29 @@ def test_shard_evaluation_reports_xaigd_categories(everywhere, tmp_path):
     background = m["baselines"]["all_background"]["xaigd_instance"]["0.5"][TEXTURE]
     assert (background["FN"], background["FP"], background["zero_prediction_images"]) == (1, 0, 2)
     assert "xaigd_instance" not in m["baselines"]["random"]
+
+
+def test_a_category_head_submits_its_mask_under_the_categories_it_scores(tmp_path):
+    """The bundled detector's type head scores X-AIGD's categories: its mask goes under those above the
+    threshold only, so the other categories see no prediction at all."""
+    import torch
+
+    from detector.model import TYPE_NAMES, ArtifactDetector, DetectorConfig, save_detector
+
+    model = ArtifactDetector(DetectorConfig())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.fuse[-1].bias.fill_(8.0)
+        model.image_head.bias.fill_(8.0)
+        model.type_head.bias.fill_(-8.0)
+        model.type_head.bias[TYPE_NAMES.index(SEMANTICS)] = 8.0
+    checkpoint = save_detector(model, tmp_path / "semantics")
+    write_shard([_row()], tmp_path / "run" / "data" / "part.parquet")
+    m = eval_main(["--shards", str(tmp_path / "run"), "--checkpoint", str(checkpoint), "--split", "all",
+                   "--out", str(tmp_path / "m.json")])
+    assert m["xaigd_category_rule"] == "type_head"
+    fine, instances = m["model"]["xaigd_fine_grained"], m["model"]["xaigd_instance"]["0.5"]
+    assert fine[SEMANTICS]["IoU"] == pytest.approx(16 / (16 + 232 + 256))  # as the category-agnostic mask
+    assert (fine[TEXTURE]["PixP"], fine[TEXTURE]["IoU"]) == (0.0, 0.0)
+    assert instances[SEMANTICS]["FP"] == 2 and instances[TEXTURE]["FP"] == 0  # nothing submitted there
