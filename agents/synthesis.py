@@ -1,4 +1,4 @@
-"""Synthesis agent: turns each sample's planned artifacts into an artifact image.
+"""Synthesize: turns each sample's planned artifacts into an artifact image.
 
 A sample's artifacts (target → reference cells, from perception's plan) form one mapping; samples
 of the same image size run through the FLUX engine as one batch with per-sample mappings. Each
@@ -12,48 +12,42 @@ reaches the stage, which fails the batch so it is retried (``factory.stages``).
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 
-from shards.images import decode_array, encode_png
+from agents.step import Pixels
+from shards.images import encode_png, encode_rle
 from shards.record import Sample
 from tools.flux.engine import FluxEngine
 
-
-def encode_rle(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+if TYPE_CHECKING:  # the config sections' types; agents never import the factory at run time
+    from factory.config import InjectionConfig
 
 
-def decode_rle(rle: dict) -> np.ndarray:
-    return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")}).astype(bool)
+class Synthesize:
+    name = "synthesize"
 
-
-class SynthesisAgent:
-    def __init__(self, components, config):
-        self.config = config
+    def __init__(self, components, injection: InjectionConfig):
+        self.injection = injection
         transformer = components.transformer
-        self.engine = FluxEngine(components, config.injection, device=transformer.device, dtype=transformer.dtype)
+        self.engine = FluxEngine(components, injection, device=transformer.device, dtype=transformer.dtype)
         self.provenance = dict(components.provenance)
 
-    def __call__(self, samples: list[Sample]) -> list[Sample]:
+    def __call__(self, samples: list[Sample], pixels: Pixels) -> None:
         groups: dict[tuple[int, int], list[tuple[Sample, np.ndarray]]] = defaultdict(list)
         for sample in samples:
-            if not sample.is_pending:
-                continue
             if not sample.artifacts:
                 sample.reject("no_artifact_planned")
                 continue
-            image = decode_array(sample.real_image)
+            image = pixels.array(sample)
             groups[image.shape[:2]].append((sample, image))
         for group in groups.values():
             self._synthesize(group)
-        return samples
 
     def _synthesize(self, group: list[tuple[Sample, np.ndarray]]) -> None:
-        inj = self.config.injection
+        inj = self.injection
         images = np.stack([image for _, image in group])
         targets, references, pe_steps = [], [], []
         for sample, _ in group:

@@ -1,5 +1,11 @@
-"""The Ray Data stages: one callable per agent, loading its models once per actor (the VLM is the
-run's shared service, ``factory.vlm_service``, passed in by the driver).
+"""The Ray Data stages: the factory's steps (``agents.step``), read top to bottom —
+
+    decode → [perception: describe → ground + segment → plan] → [synthesis: synthesize]
+           → [curation: pixel checks → verdicts → explain]
+
+``decode_sources`` runs as Ray Data tasks; each bracket is one actor pool (``PoolStage``) that loads
+its steps' models once per actor and gives each step only the config sections it reads. The VLM is
+the run's shared service (``factory.vlm_service``), passed in by the driver.
 
 Each stage maps a ``pyarrow`` batch in the transport schema (``shards.schema.TRANSPORT_SCHEMA``) to a
 batch in the same schema, one row in and one row out, so every sample keeps flowing to the driver
@@ -20,12 +26,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from typing import Callable
-
 import numpy as np
 import pyarrow as pa
 import torch
 
+from agents.step import Pixels, Step, applicable
 from factory.config import Config
 from factory.vlm_service import VLMClient, connect_vlm
 from shards.images import encode_png
@@ -68,47 +73,51 @@ def decode_sources(batch: pa.Table, config_json: str) -> pa.Table:
     return samples_to_table(samples, transport=True)
 
 
-class AgentStage:
-    """Base of the actor stages: ``build`` loads models once; ``__call__`` maps one batch."""
+class PoolStage:
+    """One Ray Data actor pool running consecutive steps (``agents.step``) on each batch.
 
-    name = "agent"
+    ``build`` loads the steps' models once per actor; ``__call__`` maps one batch, each step on the
+    samples it applies to, with each image decoded once for all of them (``agents.step.Pixels``).
+    Steps share a pool where they share a device and a decoded photo: splitting them into pools of
+    their own would serialise every sample between them for nothing."""
+
+    name = "pool"
 
     def __init__(self, config_json: str, vlm: VLMClient | None = None):
-        self.config = Config.model_validate_json(config_json)
-        self.vlm = vlm  # the run's shared VLM service (``factory.vlm_service``), for the stages that ask it
-        self.agent: Callable[[list[Sample]], list[Sample]] = self.build(self.config)
+        self.steps: list[Step] = self.build(Config.model_validate_json(config_json), vlm)
 
-    def build(self, config: Config) -> Callable[[list[Sample]], list[Sample]]:
+    def build(self, config: Config, vlm: VLMClient | None) -> list[Step]:
         raise NotImplementedError
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         samples = table_to_samples(batch)
         pending = [s for s in samples if s.is_pending]
         start = time.perf_counter()
-        if pending:
-            self.run_agent(pending)
+        pixels = Pixels()
+        for step in self.steps:
+            if todo := applicable(step, pending):
+                self.run_step(step, todo, pixels)
         per_sample = (time.perf_counter() - start) / max(len(pending), 1)
         for s in pending:
             s.provenance.setdefault("timings", {})[self.name] = per_sample
         return samples_to_table(samples, transport=True)
 
-    def run_agent(self, samples: list[Sample]) -> None:
-        """Run the agent on ``samples`` in place; out of memory halves the batch, other errors fail it."""
+    def run_step(self, step: Step, samples: list[Sample], pixels: Pixels) -> None:
+        """``step`` on ``samples`` in place; out of memory halves the batch, other errors fail it."""
         try:
-            self.agent(samples)  # agents fill in their samples in place
+            step(samples, pixels)
         except torch.OutOfMemoryError as err:
             if len(samples) == 1:
                 samples[0].fail(self.name, err)
                 return
             _free_accelerator_memory()
             half = len(samples) // 2
-            log.warning("%s: out of memory on a batch of %d; retrying as %d + %d", self.name, len(samples),
-                        half, len(samples) - half)
-            self.run_agent(samples[:half])
-            self.run_agent(samples[half:])
-            return
+            log.warning("%s/%s: out of memory on a batch of %d; retrying as %d + %d", self.name, step.name,
+                        len(samples), half, len(samples) - half)
+            self.run_step(step, samples[:half], pixels)
+            self.run_step(step, samples[half:], pixels)
         except Exception as err:  # a server down, a bug, ...: the infrastructure said no
-            log.exception("%s failed on a batch of %d", self.name, len(samples))
+            log.exception("%s/%s failed on a batch of %d", self.name, step.name, len(samples))
             for s in samples:
                 s.fail(self.name, err)
 
@@ -121,38 +130,53 @@ def _free_accelerator_memory() -> None:
         torch.cuda.empty_cache()
 
 
-class PerceptionStage(AgentStage):
+class PerceptionStage(PoolStage):
+    """describe (VLM service) → ground + segment (Grounding DINO, SAM) → plan."""
+
     name = "perception"
 
-    def build(self, config: Config):
-        from agents.perception import PerceptionAgent
+    def build(self, config: Config, vlm: VLMClient | None) -> list[Step]:
+        from agents.describe import Describe
+        from agents.ground import GroundAndSegment
+        from agents.planner import PlanArtifacts
         from factory.models.perception import load_grounding, load_segmentation
 
-        return PerceptionAgent(connect_vlm(config, self.vlm), load_grounding(config.models),
-                               load_segmentation(config.models), config)
+        return [Describe(connect_vlm(config, vlm), config.perception.max_phrases),
+                GroundAndSegment(load_grounding(config.models), load_segmentation(config.models), config.perception),
+                PlanArtifacts(config.perception, config.tools)]
 
 
-class SynthesisStage(AgentStage):
+class SynthesisStage(PoolStage):
+    """synthesize (FLUX inversion + injection)."""
+
     name = "synthesis"
 
-    def build(self, config: Config):
-        from agents.synthesis import SynthesisAgent
+    def build(self, config: Config, vlm: VLMClient | None) -> list[Step]:
+        from agents.synthesis import Synthesize
         from factory.models.flux import load_flux
 
-        return SynthesisAgent(load_flux(config.models), config)
+        return [Synthesize(load_flux(config.models), config.injection)]
 
 
-class CurationStage(AgentStage):
+class CurationStage(PoolStage):
+    """pixel checks (leak, LPIPS) → VLM verdicts and the image's verdict → explain (VLM service)."""
+
     name = "curation"
 
-    def build(self, config: Config):
-        from agents.curation import CurationAgent
+    def build(self, config: Config, vlm: VLMClient | None) -> list[Step]:
+        from agents.explain import Explain
+        from agents.pixel_checks import PixelChecks
+        from agents.verdicts import Verdicts
         from factory.models.lpips import load_lpips
 
-        return CurationAgent(connect_vlm(config, self.vlm), load_lpips(config.models), config)
+        service = connect_vlm(config, vlm)
+        return [PixelChecks(load_lpips(config.models), config.curation),
+                Verdicts(service, config.curation),
+                Explain(service, config.curation)]
 
 
-STAGES: dict[str, type[AgentStage]] = {
+# The factory top to bottom: decode (``decode_sources``, tasks), then these actor pools in order.
+STAGES: dict[str, type[PoolStage]] = {
     "perception": PerceptionStage,
     "synthesis": SynthesisStage,
     "curation": CurationStage,

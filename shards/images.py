@@ -1,4 +1,5 @@
-"""PNG encoding/decoding of images and label masks, shared by every stage and the shard format."""
+"""PNG encoding/decoding of images and label masks, and COCO RLE of region masks (pycocotools), shared by
+every stage and the shard format."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import io
 
 import numpy as np
 from PIL import Image
+from pycocotools import mask as mask_utils
 
 
 def encode_png(image: Image.Image | np.ndarray) -> bytes:
@@ -38,3 +40,14 @@ def decode_mask(data: bytes) -> np.ndarray:
         if im.mode not in ("L", "P"):
             raise ValueError(f"a mask PNG must be single-channel, got mode {im.mode}")
         return np.asarray(im if im.mode == "L" else im.convert("L")).copy()
+
+
+def encode_rle(mask: np.ndarray) -> dict:
+    """(H, W) bool mask → COCO RLE ``{"size": [H, W], "counts": str}``."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def decode_rle(rle: dict) -> np.ndarray:
+    """COCO RLE ``{"size", "counts"}`` → (H, W) bool mask."""
+    return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")}).astype(bool)

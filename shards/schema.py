@@ -84,7 +84,10 @@ MAPPING_TYPE = pa.struct([
     ("reference_cells", pa.list_(pa.int32())),
     ("meta", MAPPING_META_TYPE),
 ])
+VOCABULARY_TYPE = pa.struct([("phrase", pa.string()), ("role", pa.string())])
 PLAN_TYPE = pa.struct([
+    ("vocabulary", pa.list_(VOCABULARY_TYPE)),  # the VLM's phrases and roles (describe)
+    ("found", pa.list_(DETECTION_TYPE)),  # grounded + segmented detections, between steps only (plan drops them)
     ("detections", pa.int32()),
     ("entities", pa.list_(DETECTION_TYPE)),
     ("parts", pa.list_(DETECTION_TYPE)),

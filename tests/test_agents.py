@@ -1,4 +1,4 @@
-"""Perception and curation agents: the linking rule, determinism, masks and verdicts."""
+"""The perception and curation steps: the linking rule, determinism, masks and verdicts."""
 
 from __future__ import annotations
 
@@ -8,16 +8,21 @@ import torch
 from PIL import Image
 from skimage import data
 
-from agents.curation import CurationAgent, box_lpips, masked_lpips, region_bbox, triplet_images
-from agents.perception import PerceptionAgent, link_parts, phrase_spans
-from agents.synthesis import encode_rle
+from agents.crops import region_bbox, triplet_images
+from agents.describe import Describe
+from agents.explain import Explain
+from agents.ground import GroundAndSegment, phrase_spans
+from agents.pixel_checks import PixelChecks, box_lpips, masked_lpips
+from agents.planner import PlanArtifacts, link_parts
+from agents.step import run_steps
+from agents.verdicts import Verdicts
 from agents.vlm import VLMResult
 from factory.config import load_config
 from factory.models.lpips import load_lpips
 from factory.models.perception import load_grounding, load_segmentation
 from factory.models.vlm import load_vlm
 from factory.sources import decode_source, list_sources, prepare_image, read_bytes
-from shards.images import decode_mask, encode_png
+from shards.images import decode_mask, encode_png, encode_rle
 from shards.record import Artifact, Sample
 from shards.rows import samples_to_table, table_to_samples
 from shards.taxonomy import xaigd_category
@@ -57,14 +62,28 @@ def _samples(config, n=6):
     return out
 
 
+def perception_steps(config, vlm):
+    """The perception pool's steps, as ``factory.stages.PerceptionStage`` builds them."""
+    return [Describe(vlm, config.perception.max_phrases),
+            GroundAndSegment(load_grounding(config.models), load_segmentation(config.models), config.perception),
+            PlanArtifacts(config.perception, config.tools)]
+
+
+def curation_steps(vlm, config):
+    """The curation pool's steps, as ``factory.stages.CurationStage`` builds them (tiny LPIPS)."""
+    return [PixelChecks(load_lpips(load_config("tiny").models), config.curation),
+            Verdicts(vlm, config.curation), Explain(vlm, config.curation)]
+
+
 def test_perception_end_to_end_is_deterministic_and_round_trips(tiny):
     config, vlm = tiny
-    agent = PerceptionAgent(vlm, load_grounding(config.models), load_segmentation(config.models), config)
-    first = agent(_samples(config))
-    second = agent(_samples(config))
+    steps = perception_steps(config, vlm)
+    first = run_steps(steps, _samples(config))
+    second = run_steps(steps, _samples(config))
     assert first == second
     for s in first:
         assert s.caption and s.plan.get("detections", 0) > 0
+        assert s.plan["vocabulary"] and "found" not in s.plan  # the detections are summarised, not carried on
         assert s.is_rejected == (not s.artifacts)
         used = set()
         for a in s.artifacts:
@@ -152,8 +171,7 @@ def _synthetic_sample(leak=False):
 def test_curation_labels_mask_per_artifact(partial, visible, lpips_window, expect):
     config = load_config("flux-dev", overrides={"curation.lpips_min": lpips_window[0],
                                                 "curation.lpips_max": lpips_window[1], "curation.partial": partial})
-    agent = CurationAgent(ScriptedVLM(visible), load_lpips(load_config("tiny").models), config)
-    [sample] = agent([_synthetic_sample()])
+    [sample] = run_steps(curation_steps(ScriptedVLM(visible), config), [_synthetic_sample()])
     assert sample.status == expect[0]
     values = set(np.unique(decode_mask(sample.mask)).tolist()) - {0}
     assert values == expect[1]
@@ -166,15 +184,13 @@ def test_curation_labels_mask_per_artifact(partial, visible, lpips_window, expec
 
 
 def test_curation_rejects_background_leaks():
-    agent = CurationAgent(ScriptedVLM(True), load_lpips(load_config("tiny").models), load_config("tiny"))
-    [sample] = agent([_synthetic_sample(leak=True)])
+    [sample] = run_steps(curation_steps(ScriptedVLM(True), load_config("tiny")), [_synthetic_sample(leak=True)])
     assert sample.is_rejected and sample.reject_reason.startswith("background_leak")
 
 
 def test_curation_with_the_tiny_vlm(tiny):
     config, vlm = tiny
-    agent = CurationAgent(vlm, load_lpips(config.models), config)
-    [sample] = agent([_synthetic_sample()])
+    [sample] = run_steps(curation_steps(vlm, config), [_synthetic_sample()])
     assert all(a.vlm_verdict for a in sample.artifacts if a.tool == "add")  # the VLM judged every add
     assert sample.status == "accepted" or sample.reject_reason.split(":")[0] in ("artifact_rejected",
                                                                                   "no_accepted_artifact")

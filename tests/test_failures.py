@@ -20,7 +20,7 @@ from skimage import data as skdata
 
 from factory.config import load_config
 from factory.failures import Failures
-from factory.stages import AgentStage, decode_sources, work_schema
+from factory.stages import PoolStage, decode_sources, work_schema
 from shards.reader import iter_samples
 from shards.record import Sample
 from shards.rows import samples_to_table, table_to_samples
@@ -30,29 +30,34 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------------------ stage semantics
-class FakeStage(AgentStage):
-    """An actor stage around a scripted agent (no models)."""
+class ScriptedStep:
+    """A step with no model: captions its samples, rejects "reject-me", or raises as ``FakeStage`` says."""
+
+    name = "scripted"
+
+    def __call__(self, samples: list[Sample], pixels) -> None:
+        FakeStage.calls.append(len(samples))
+        if FakeStage.behaviour == "oom" and len(samples) > FakeStage.max_batch:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if FakeStage.behaviour == "bug":
+            raise KeyError("a bug")
+        for s in samples:
+            if s.sample_id == "reject-me":
+                s.reject("no_entities: nothing there")
+            else:
+                s.caption = "done"
+
+
+class FakeStage(PoolStage):
+    """An actor stage around one scripted step."""
 
     name = "synthesis"  # a factory stage: its timing has a column
     behaviour = "ok"
     max_batch = 1  # larger batches run out of memory when behaviour == "oom"
     calls: list[int] = []
 
-    def build(self, config):
-        def agent(samples: list[Sample]) -> list[Sample]:
-            type(self).calls.append(len(samples))
-            if self.behaviour == "oom" and len(samples) > self.max_batch:
-                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-            if self.behaviour == "bug":
-                raise KeyError("a bug")
-            for s in samples:
-                if s.sample_id == "reject-me":
-                    s.reject("no_entities: nothing there")
-                else:
-                    s.caption = "done"
-            return samples
-
-        return agent
+    def build(self, config, vlm):
+        return [ScriptedStep()]
 
 
 def _batch(*ids: str):
@@ -85,7 +90,7 @@ def test_an_unexpected_exception_fails_the_batch_with_its_traceback_and_rejectio
     bug = _run_stage("bug", ("a", "b"))
     assert all(s.status == "failed" and not s.reject_reason for s in bug)
     assert bug[0].failure["type"] == "KeyError" and "a bug" in bug[0].failure["message"]
-    assert "Traceback" in bug[0].failure["traceback"] and "agent" in bug[0].failure["traceback"]
+    assert "Traceback" in bug[0].failure["traceback"] and 'raise KeyError("a bug")' in bug[0].failure["traceback"]
 
 
 def test_decode_rejects_bad_files_and_fails_on_storage_errors(tmp_path):

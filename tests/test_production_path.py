@@ -19,12 +19,16 @@ import pytest
 import torch
 from PIL import Image
 from skimage import data as skdata
-from transformers import CLIPTokenizer, T5TokenizerFast
+from diffusers import FluxTransformer2DModel
+from transformers import (CLIPTokenizer, GroundingDinoForObjectDetection, Qwen2VLForConditionalGeneration, Sam2Model,
+                          SamModel, T5TokenizerFast)
 
 from agents import prompts
-from agents.curation import masked_lpips, triplet_images
-from agents.perception import Detection, PerceptionAgent
-from agents.synthesis import SynthesisAgent, decode_rle
+from agents.crops import triplet_images
+from agents.ground import Detection, GroundAndSegment
+from agents.pixel_checks import masked_lpips
+from agents.step import Pixels
+from agents.synthesis import Synthesize
 from agents.vlm.base import VLMRequest
 from factory.config import Config, load_config
 from factory.models.flux import load_flux, tiny_flux
@@ -32,7 +36,7 @@ from factory.models.lpips import alexnet_features, load_lpips
 from factory.models.perception import load_grounding, load_segmentation
 from factory.models.vlm import load_vlm
 from factory.sources import prepare_image
-from shards.images import decode_array, encode_png
+from shards.images import decode_array, decode_rle, encode_png
 from shards.reader import iter_samples
 from shards.record import Artifact, Sample
 from tests.conftest import factory_env, write_photos
@@ -97,20 +101,20 @@ def test_every_folder_loads_through_the_project_loaders_in_bf16(tiny_weights):
     assert config.perception == load_config("flux-dev").perception
 
     flux = load_flux(models)
-    assert type(flux.transformer).__name__ == "FluxTransformer2DModel"
+    assert isinstance(flux.transformer, FluxTransformer2DModel)
     for role in ("transformer", "vae", "text_encoder", "text_encoder_2"):
         _assert_bf16(getattr(flux, role), f"FLUX {role}")
     grounding = load_grounding(models)
-    assert type(grounding.model).__name__ == "GroundingDinoForObjectDetection"
+    assert isinstance(grounding.model, GroundingDinoForObjectDetection)
     _assert_bf16(grounding.model, "grounding")
     sam = load_segmentation(models)
-    assert type(sam.model).__name__ == "SamModel" and sam.family == "sam"
+    assert isinstance(sam.model, SamModel) and sam.family == "sam"
     _assert_bf16(sam.model, "SAM")
     sam2 = load_segmentation(_config(tiny_weights, family="sam2").models)
-    assert type(sam2.model).__name__ == "Sam2Model" and sam2.family == "sam2"
+    assert isinstance(sam2.model, Sam2Model) and sam2.family == "sam2"
     _assert_bf16(sam2.model, "SAM 2")
     vlm = load_vlm(models)
-    assert type(vlm.model).__name__ == "Qwen2VLForConditionalGeneration"
+    assert isinstance(vlm.model, Qwen2VLForConditionalGeneration)
     _assert_bf16(vlm.model, "VLM")
     _assert_bf16(load_lpips(models), "LPIPS")
 
@@ -150,7 +154,7 @@ def test_lpips_path_accepts_a_weights_file_or_folder(tiny_weights, tmp_path):
 
 def test_the_tiny_preset_builds_sam2_in_process():
     seg = load_segmentation(load_config("tiny", overrides={"models.segmentation_family": "sam2"}).models)
-    assert type(seg.model).__name__ == "Sam2Model"
+    assert isinstance(seg.model, Sam2Model)
     inputs = seg.processor(images=[Image.fromarray(skdata.astronaut())], input_boxes=[[[40.0, 30.0, 300.0, 400.0]]],
                            return_tensors="pt")
     out = seg.model(**inputs, multimask_output=True)
@@ -168,11 +172,11 @@ def test_perception_roles_run_in_bf16_on_a_photo(tiny_weights, family):
     photo = Image.fromarray(_photo(config))
     answer = vlm.generate_json([VLMRequest(*prompts.caption_vocabulary(), images=[photo], name="caption")])
     assert len(answer) == 1
-    agent = PerceptionAgent(vlm, grounding, segmentation, config)
-    found = agent._detect([photo], [["person", "helmet", "hand"]])
+    step = GroundAndSegment(grounding, segmentation, config.perception)
+    found = step.detect([photo], [["person", "helmet", "hand"]])
     assert len(found) == 1
     box = Detection("person", [16.0, 8.0, 150.0, 170.0], 1.0)
-    agent._segment(photo, [box])
+    step.segment(photo, [box])
     assert box.mask is not None and box.mask.shape == (photo.height, photo.width)
     for role, dtypes in seen.items():
         _ran_in_bf16(dtypes, role)
@@ -191,7 +195,8 @@ def test_synthesis_and_curation_roles_run_in_bf16_on_a_photo(tiny_weights):
                                         reference_cells=[39, 26, 27, 38]),
                                Artifact(tool="add", entity="person", subentity="hand", cells=[100, 101],
                                         reference_cells=[30, 31])])
-    [out] = SynthesisAgent(flux, config)([sample])
+    Synthesize(flux, config.injection)([sample], Pixels())
+    out = sample
     assert out.image and out.status == "pending"
     for role, dtypes in seen.items():
         _ran_in_bf16(dtypes, role)

@@ -1,14 +1,15 @@
-"""The synthesis agent on the tiny preset: real photos in, artifact images + regions out."""
+"""The synthesize step on the tiny preset: real photos in, artifact images + regions out."""
 
 import numpy as np
 import pytest
 from PIL import Image
 from skimage import data
 
-from agents.synthesis import SynthesisAgent, decode_rle
+from agents.step import Pixels, run_steps
+from agents.synthesis import Synthesize
 from factory.config import load_config
 from factory.models.flux import tiny_flux
-from shards.images import decode_array, encode_png
+from shards.images import decode_array, decode_rle, encode_png
 from shards.record import Artifact, Sample
 
 
@@ -20,11 +21,11 @@ def _sample(name: str, size, cells, refs, tool="add") -> Sample:
 
 def test_synthesis_changes_only_the_artifact_regions():
     config = load_config("tiny")
-    agent = SynthesisAgent(tiny_flux(0), config)
+    step = Synthesize(tiny_flux(0), config.injection)
     samples = [_sample("astronaut", (128, 128), [9, 10], [27, 28]),
                _sample("chelsea", (128, 128), [40, 41, 48], [2, 3, 4], tool="distort"),
                _sample("coffee", (160, 128), [12], [30], tool="remove")]
-    out = {s.sample_id: s for s in agent(samples)}
+    out = {s.sample_id: s for s in run_steps([step], samples)}
     for name in ("astronaut", "chelsea", "coffee"):
         s = out[name]
         assert not s.is_rejected and s.image
@@ -39,9 +40,9 @@ def test_synthesis_changes_only_the_artifact_regions():
 
 def test_a_broken_record_raises_instead_of_rejecting():
     """A corrupt ``real_image`` is our own bug, not the data's: it must reach the stage's failure path."""
-    agent = SynthesisAgent(tiny_flux(0), load_config("tiny"))
+    step = Synthesize(tiny_flux(0), load_config("tiny").injection)
     bad = Sample(sample_id="bad", source_id="bad", seed=0, real_image=b"not a png",
                  artifacts=[Artifact(tool="add", cells=[1], reference_cells=[2])])
     with pytest.raises(Exception):
-        agent([bad])
+        step([bad], Pixels())
     assert bad.status == "pending"

@@ -16,7 +16,10 @@ from PIL import Image
 from skimage import data
 
 from agents import prompts
-from agents.perception import PerceptionAgent
+from agents.describe import Describe
+from agents.ground import GroundAndSegment
+from agents.planner import PlanArtifacts
+from agents.step import run_steps
 from agents.vlm import VLMRequest
 from agents.vlm.scripted_backend import LEXICON, ROLES, ScriptedBackend
 from factory.config import TOOLS, load_config
@@ -98,9 +101,10 @@ def _tiny_samples(config, names, seeds) -> list[Sample]:
 def test_tiny_layout_plans_all_four_tools_under_the_real_perception_thresholds():
     config = load_config("tiny")
     assert config.perception == load_config("flux-dev").perception  # no tiny-only perception overrides
-    agent = PerceptionAgent(load_vlm(config.models), load_grounding(config.models),
-                            load_segmentation(config.models), config)
-    samples = agent(_tiny_samples(config, SAMPLE_PHOTOS, seeds=(11, 12, 13)))
+    steps = [Describe(load_vlm(config.models), config.perception.max_phrases),
+             GroundAndSegment(load_grounding(config.models), load_segmentation(config.models), config.perception),
+             PlanArtifacts(config.perception, config.tools)]
+    samples = run_steps(steps, _tiny_samples(config, SAMPLE_PHOTOS, seeds=(11, 12, 13)))
     tools = Counter(a.tool for s in samples for a in s.artifacts)
     assert set(tools) == set(TOOLS), tools
     assert sum(not s.is_rejected for s in samples) >= len(samples) - 2
@@ -109,7 +113,7 @@ def test_tiny_layout_plans_all_four_tools_under_the_real_perception_thresholds()
     assert len({str(v) for v in layouts.values()}) == len(layouts)  # every photo gets its own layout
 
     # the layout depends on the photo only, not on the other images of its batch (padding)
-    [alone] = agent(_tiny_samples(config, ["coffee"], seeds=(11,)))
+    [alone] = run_steps(steps, _tiny_samples(config, ["coffee"], seeds=(11,)))
     in_batch = next(s for s in samples if s.sample_id == "coffee-11")
     assert alone.plan == in_batch.plan and [a.cells for a in alone.artifacts] == [a.cells for a in in_batch.artifacts]
 

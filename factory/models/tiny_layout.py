@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_convert
 
-from agents.perception import phrase_spans
+from agents.ground import phrase_spans
 from agents.vlm.scripted_backend import ROLES
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in frame units (the short image side is 1)

@@ -1,0 +1,67 @@
+"""What every step of the factory shares: the ``Step`` protocol, ``Pixels`` (each sample's images
+decoded once per batch) and ``run_steps``, which runs steps in order on the samples still pending.
+
+A step is a small callable class with one job (describe, ground + segment, plan, synthesize, pixel
+checks, VLM verdicts, explain). It loads or receives its models in ``__init__`` and takes only the
+config sections it reads; ``__call__`` fills in or rejects the samples it is given, in place: those
+still pending, or, for a step whose ``applies_to`` is "accepted" (explain), those already accepted.
+Infrastructure errors are raised, never turned into rejections (``factory.stages`` fails the batch).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import numpy as np
+from PIL import Image
+
+from shards.images import decode_array
+from shards.record import Sample, Status
+
+ImageField = Literal["real_image", "clean_image", "image"]
+
+
+class Pixels:
+    """Each sample's images decoded once and shared, read-only, by the steps of one batch.
+
+    A cached array is reused only while the sample still holds the very bytes it was decoded from, so
+    a step that replaces an image (synthesis) is never served a stale one."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str], tuple[bytes, np.ndarray]] = {}
+
+    def array(self, sample: Sample, field: ImageField = "real_image") -> np.ndarray:
+        """(H, W, 3) uint8, read-only."""
+        data = getattr(sample, field)
+        key = (sample.sample_id, field)
+        cached = self._cache.get(key)
+        if cached is None or cached[0] is not data:
+            array = decode_array(data)
+            array.setflags(write=False)
+            cached = self._cache[key] = (data, array)
+        return cached[1]
+
+    def image(self, sample: Sample, field: ImageField = "real_image") -> Image.Image:
+        return Image.fromarray(self.array(sample, field))
+
+
+class Step(Protocol):
+    name: str
+    applies_to: Status  # the status of the samples it works on ("pending" unless it says otherwise)
+
+    def __call__(self, samples: list[Sample], pixels: Pixels) -> None: ...
+
+
+def run_steps(steps: list[Step], samples: list[Sample], pixels: Pixels | None = None) -> list[Sample]:
+    """Each step in order on the samples it applies to after the previous one; returns ``samples``."""
+    pixels = pixels or Pixels()
+    for step in steps:
+        if batch := applicable(step, samples):
+            step(batch, pixels)
+    return samples
+
+
+def applicable(step: Step, samples: list[Sample]) -> list[Sample]:
+    """The samples ``step`` works on: those whose status is its ``applies_to`` (default "pending")."""
+    status = getattr(step, "applies_to", "pending")
+    return [s for s in samples if s.status == status]
