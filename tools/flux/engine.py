@@ -187,11 +187,18 @@ class FluxEngine:
     @torch.no_grad()
     def run(self, images: np.ndarray, prompt_embeds: torch.Tensor, pooled: torch.Tensor,
             targets: list[torch.Tensor], references: list[torch.Tensor],
-            pe_steps: list[int | torch.Tensor]) -> EngineResult:
+            pe_steps: list[int | torch.Tensor], noise_seeds: list[int] | None = None,
+            strength: float = 1.0) -> EngineResult:
         """Synthesise a batch: ``images`` (B, H, W, 3) uint8 of one size, one mapping per sample.
 
         ``pe_steps[b]`` is the number of denoising steps with positional injection, one for every
-        target cell of sample ``b`` (a tensor aligned with ``targets[b]``) or one for all of them."""
+        target cell of sample ``b`` (a tensor aligned with ``targets[b]``) or one for all of them.
+
+        With ``noise_seeds`` (one per sample: repair, not injection), the changed cells restart from a
+        fresh Gaussian draw instead of the inverted latent: denoising starts at the first σ ≤
+        ``strength`` with those cells at (1 − σ)·z0 + σ·ε (``strength`` 1: pure noise), every other
+        cell on the inversion trajectory. Pass targets as their own references, ``pe_steps`` 0 and an
+        engine with ``value_steps`` 0 to denoise them afresh with no injection."""
         timings: dict[str, float] = {}
         start = time.perf_counter()
         batch, height, width = images.shape[:3]
@@ -241,8 +248,14 @@ class FluxEngine:
             if t.numel():
                 pe_limit[b, text_len + t.to(self.device)] = torch.as_tensor(limit, device=self.device).expand(t.numel())
         state.write_slot.fill_(self.cfg.value_steps)  # scratch: nothing is cached while denoising
-        carried = None
-        for j in range(steps):
+        carried, start = None, 0
+        if noise_seeds is not None:
+            start = int((sigmas[:-1] > strength + 1e-6).sum())
+            sigma = sigmas[start]
+            fresh = torch.stack([torch.randn(z.shape[1:], generator=torch.Generator().manual_seed(int(seed)))
+                                 for seed in noise_seeds]).to(self.device)
+            z = torch.where(keep, trajectory[steps - start], (1 - sigma) * z0 + sigma * fresh)
+        for j in range(start, steps):
             pe_on = (j < pe_limit)[:, :, None]
             state.cos_pe.copy_(torch.where(pe_on, injected[0], stock[0][None]))
             state.sin_pe.copy_(torch.where(pe_on, injected[1], stock[1][None]))
