@@ -2,7 +2,7 @@
 detector keeps the best of K attempts.
 
 ``python -m detector.repair IMG [IMG ...] --checkpoint CKPT --out DIR [--preset tiny|flux-dev|...]
-[--attempts K] [--strength S] [--threshold T] [--prompt P] [--set key=value ...] [--ray]``
+[--config FILE] [--attempts K] [--strength S] [--threshold T] [--prompt P] [--set key=value ...] [--ray]``
 
 Per image: the photo is decoded and sized as the factory sizes its sources (``image`` section of the
 preset: cell multiples); the detector predicts an artifact mask (pixels > ``--threshold``); the
@@ -101,13 +101,13 @@ class Repairer:
 
 
 def load_repairer(checkpoint: str | Path, preset: str, settings: RepairSettings,
-                  overrides: list[str] | None = None) -> tuple[Repairer, Config]:
+                  overrides: list[str] | None = None, config_file: str | None = None) -> tuple[Repairer, Config]:
     """The detector from ``checkpoint`` and the preset's FLUX; raises ``FileNotFoundError`` for a missing checkpoint."""
     from factory.models.flux import load_flux
 
     if not (Path(checkpoint) / "config.json").is_file():
         raise FileNotFoundError(f"no detector at {checkpoint} (expected a directory written by detector.train)")
-    config = load_config(preset, overrides=overrides or [])
+    config = load_config(preset, file=config_file, overrides=overrides or [])
     device = "cuda" if config.models.device != "cpu" and torch.cuda.is_available() else "cpu"
     return Repairer(load_detector(checkpoint, device), load_flux(config.models), config, settings), config
 
@@ -157,8 +157,10 @@ def unique_names(paths: list[str]) -> list[str]:
 class RepairActor:
     """Ray Data actor: the models once per actor, then ``repair_file`` on each batch of paths."""
 
-    def __init__(self, checkpoint: str, preset: str, settings: dict, overrides: list[str], out: str):
-        self.repairer, self.config = load_repairer(checkpoint, preset, RepairSettings(**settings), overrides)
+    def __init__(self, checkpoint: str, preset: str, settings: dict, overrides: list[str], config_file: str | None,
+                 out: str):
+        self.repairer, self.config = load_repairer(checkpoint, preset, RepairSettings(**settings), overrides,
+                                                   config_file)
         self.out = Path(out)
 
     def __call__(self, batch: dict) -> dict:
@@ -173,7 +175,7 @@ def run_ray(paths: list[str], names: list[str], args, settings: RepairSettings) 
     ds = ray.data.from_items([{"path": p, "name": n, "index": i} for i, (p, n) in enumerate(zip(paths, names))])
     ds = ds.map_batches(RepairActor, fn_constructor_kwargs={
         "checkpoint": args.checkpoint, "preset": args.preset, "settings": asdict(settings),
-        "overrides": args.set, "out": args.out}, batch_size=1, compute=ray.data.ActorPoolStrategy(size=args.actors),
+        "overrides": args.set, "config_file": args.config, "out": args.out}, batch_size=1, compute=ray.data.ActorPoolStrategy(size=args.actors),
         num_gpus=args.num_gpus or None, num_cpus=0.5)
     return [json.loads(row["record"]) for row in ds.iter_rows()]
 
@@ -184,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, help="a directory written by detector.train")
     parser.add_argument("--out", default="repaired")
     parser.add_argument("--preset", default="tiny", help="the FLUX model and image sizing (factory presets)")
+    parser.add_argument("--config", default=None, help="a YAML file over the preset (model paths, device, ...)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--attempts", type=int, default=RepairSettings.attempts)
     parser.add_argument("--strength", type=float, default=RepairSettings.strength)
@@ -204,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.ray:
             records = run_ray(args.images, names, args, settings)
         else:
-            repairer, config = load_repairer(args.checkpoint, args.preset, settings, args.set)
+            repairer, config = load_repairer(args.checkpoint, args.preset, settings, args.set, args.config)
             records = [repair_file(repairer, config, p, out, n, args.seed * 100_003 + i)
                        for i, (p, n) in enumerate(zip(args.images, names))]
     except FileNotFoundError as err:

@@ -252,3 +252,19 @@ def test_factory_runs_a_real_preset_on_cpu(tiny_weights, three_photos, tmp_path,
             "no_entities", "no_artifact_planned", "no_accepted_artifact", "artifact_rejected", "background_leak",
             "bad_input",
             "vlm_invalid_answer"), reason
+
+
+def test_repair_runs_on_a_real_preset_with_pretrained_weights_in_bf16(tiny_weights, everywhere, tmp_path):
+    """``detector.repair --preset flux-dev --config cpu.yaml``: FLUX loaded from its repo folder in bf16."""
+    from detector.repair import main as repair_main
+
+    Image.fromarray(skdata.chelsea()).save(tmp_path / "chelsea.png")
+    out = tmp_path / "out"
+    assert repair_main([str(tmp_path / "chelsea.png"), "--checkpoint", str(everywhere), "--out", str(out),
+                        "--preset", "flux-dev", "--config", str(tiny_weights / "cpu.yaml"), "--attempts", "2"]) == 0
+    record = json.loads((out / "chelsea.json").read_text())
+    assert record["status"] == "repaired" and len(record["attempt_scores"]) == 2
+    repaired, given = (np.asarray(Image.open(out / f"chelsea_{k}.png")) for k in ("repaired", "input"))
+    sizing = _config(tiny_weights).image  # the photo is sized as the factory sizes its sources
+    assert repaired.shape == given.shape and max(given.shape[:2]) <= sizing.max_side
+    assert given.shape[0] % sizing.cell == 0 and given.shape[1] % sizing.cell == 0
