@@ -1,7 +1,8 @@
 """Repair at FLUX.1-dev size, next to synthesis in the same run: random-weight FLUX.1-dev transformer and
 FLUX-shaped VAE in bf16 (``bench.gpu_synthesis.build``). Synthesis: one image, 100 target cells, the
 flux-dev schedule. Repair (``detector.repair``): K attempts of one image as one batch, the same 100
-cells re-synthesised from fresh noise with no injection (an engine with ``value_steps`` 0).
+cells re-synthesised from fresh noise with no injection (an engine with ``value_steps`` 0), the photo
+inverted once for all attempts (``plans_per_image``), and, side by side, inverted once per attempt.
 Prints seconds per image for both, per attempt for repair, and peak GPU memory. Needs a CUDA GPU.
 
     python bench/gpu_repair.py [--side 1024] [--steps 25] [--attempts 4] [--compile]
@@ -78,25 +79,30 @@ def main() -> None:
     def synthesize():
         synthesis.run(image[None], embeds, pooled, [block], [block + 12], [25])
 
-    def repair_attempts():
-        result = repair.run(np.repeat(image[None], k, axis=0), embeds.expand(k, -1, -1), pooled.expand(k, -1),
-                            [block] * k, [block] * k, [0] * k, noise_seeds=list(range(k)))
-        outside = ~result.change_masks[0]
-        assert all(np.array_equal(im[outside], result.clean[0][outside]) for im in result.images)
+    def repair_attempts(shared: bool):
+        def run():
+            result = repair.run(image[None] if shared else np.repeat(image[None], k, axis=0),
+                                embeds.expand(k, -1, -1), pooled.expand(k, -1), [block] * k, [block] * k, [0] * k,
+                                noise_seeds=list(range(k)), plans_per_image=k if shared else 1)
+            outside = ~result.change_masks[0]
+            assert all(np.array_equal(im[outside], result.clean[0][outside]) for im in result.images)
+        return run
 
     torch.cuda.reset_peak_memory_stats()
     synth_warmup, synth_seconds = timed(synthesize, args.repeats)
     synth_peak = torch.cuda.max_memory_allocated() / 2**30
     torch.cuda.reset_peak_memory_stats()
-    repair_warmup, repair_seconds = timed(repair_attempts, args.repeats)
+    repair_warmup, repair_seconds = timed(repair_attempts(shared=True), args.repeats)
     repair_peak = torch.cuda.max_memory_allocated() / 2**30
+    _, per_attempt_inversion_seconds = timed(repair_attempts(shared=False), args.repeats)
     print(json.dumps({
         "device": torch.cuda.get_device_name(), "side": args.side, "steps": args.steps, "compile": args.compile,
         "synthesis": {"seconds_per_image": round(synth_seconds, 3), "warmup_seconds": round(synth_warmup, 1),
                       "peak_memory_GiB": round(synth_peak, 2)},
         "repair": {"attempts": k, "seconds_per_image": round(repair_seconds, 3),
                    "seconds_per_attempt": round(repair_seconds / k, 3), "warmup_seconds": round(repair_warmup, 1),
-                   "peak_memory_GiB": round(repair_peak, 2)},
+                   "peak_memory_GiB": round(repair_peak, 2),
+                   "seconds_per_image_inverting_every_attempt": round(per_attempt_inversion_seconds, 3)},
         "ratio_repair_image_over_synthesis_image": round(repair_seconds / synth_seconds, 3),
     }, indent=2))
 

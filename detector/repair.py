@@ -10,8 +10,9 @@ preset: cell multiples); the detector predicts an artifact mask (pixels > ``--th
 inverted, those cells restart from a fresh noise draw per attempt (at σ = ``--strength``; 1 is pure
 noise) with no injection, and every other cell follows the inversion, then the result is composited
 onto the photo's VAE reconstruction exactly as the factory composites (``FluxEngine.run``): outside
-the repaired mask the output *is* that reconstruction, byte for byte. The K attempts run as one
-batch; the detector scores each and the one with the lowest image score is kept.
+the repaired mask the output *is* that reconstruction, byte for byte. The photo is inverted once and
+the K attempts are denoised from that one inversion as one batch; the detector scores each and the
+one with the lowest image score is kept.
 
 Outputs in DIR per image (its stem): ``_repaired.png``, ``_input.png`` (the photo at the processed
 size), ``_mask.png`` (255 = re-synthesised), ``_overlay.png`` (repaired pixels tinted) and ``.json``
@@ -87,9 +88,9 @@ class Repairer:
         if not cells.numel():
             return Repair(image, image, image, np.zeros(image.shape[:2], bool), score_before)
         embeds, pooled = self.engine.encode_prompt([s.prompt] * s.attempts)
-        result = self.engine.run(np.repeat(image[None], s.attempts, axis=0), embeds, pooled,
-                                 [cells] * s.attempts, [cells] * s.attempts, [0] * s.attempts,
-                                 noise_seeds=[seed * 1009 + k for k in range(s.attempts)], strength=s.strength)
+        result = self.engine.run(image[None], embeds, pooled, [cells] * s.attempts, [cells] * s.attempts,
+                                 [0] * s.attempts, noise_seeds=[seed * 1009 + k for k in range(s.attempts)],
+                                 strength=s.strength, plans_per_image=s.attempts)  # one inversion for all
         scores = [p.score for p in self.score(list(result.images))]
         kept = int(np.argmin(scores))
         return Repair(image, result.clean[kept], result.images[kept], result.change_masks[kept], score_before,
@@ -166,7 +167,7 @@ class RepairActor:
     def __call__(self, batch: dict) -> dict:
         records = [repair_file(self.repairer, self.config, p, self.out, n, int(i))
                    for p, n, i in zip(batch["path"], batch["name"], batch["index"])]
-        return {"record": [json.dumps(r) for r in records]}
+        return {"index": list(batch["index"]), "record": [json.dumps(r) for r in records]}
 
 
 def run_ray(paths: list[str], names: list[str], args, settings: RepairSettings) -> list[dict]:
@@ -177,7 +178,8 @@ def run_ray(paths: list[str], names: list[str], args, settings: RepairSettings) 
         "checkpoint": args.checkpoint, "preset": args.preset, "settings": asdict(settings),
         "overrides": args.set, "config_file": args.config, "out": args.out}, batch_size=1, compute=ray.data.ActorPoolStrategy(size=args.actors),
         num_gpus=args.num_gpus or None, num_cpus=0.5)
-    return [json.loads(row["record"]) for row in ds.iter_rows()]
+    rows = sorted(ds.iter_rows(), key=lambda row: row["index"])  # Ray Data streams in completion order
+    return [json.loads(row["record"]) for row in rows]
 
 
 def main(argv: list[str] | None = None) -> int:

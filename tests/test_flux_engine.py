@@ -117,6 +117,32 @@ def test_determinism_and_batch_equals_separate_runs():
         assert np.abs(alone.images[0].astype(int) - together.images[i].astype(int)).max() <= 1
 
 
+def test_one_inversion_per_image_equals_inverting_for_every_plan():
+    """k plans of one image from one inversion (trajectory and value cache shared) = the image repeated k
+    times, each inverted for itself — injection and repair alike."""
+    images = np.stack([photo("astronaut"), photo("chelsea")])
+    plans = [(torch.tensor([8, 9]), torch.tensor([30, 31]), 4), (torch.tensor([40, 41, 47]), torch.tensor([2, 3, 4]), 2),
+             (torch.tensor([20]), torch.tensor([26]), 3)]
+    targets, refs, pe = ([p[i] for _ in range(2) for p in plans] for i in range(3))
+    eng = engine(value_steps=3)
+    emb, pooled = eng.encode_prompt(["a photo of an astronaut"] * 3 + ["a photo of a cat"] * 3)
+    shared = eng.run(images, emb, pooled, targets, refs, pe, plans_per_image=3)
+    each = eng.run(np.repeat(images, 3, axis=0), emb, pooled, targets, refs, pe)
+    assert shared.images.shape == each.images.shape == (6, 96, 128, 3)
+    assert np.abs(shared.images.astype(int) - each.images.astype(int)).max() <= 1
+    assert np.array_equal(shared.clean, each.clean) and np.array_equal(shared.change_masks, each.change_masks)
+    assert not np.array_equal(shared.images[0], shared.images[1])  # the plans differ, not just the copies
+    repair = engine(value_steps=0)
+    cells = [torch.tensor([10, 11, 18])] * 3
+    seeds = [5, 6, 7]
+    emb, pooled = repair.encode_prompt(["a photo"] * 3)
+    shared = repair.run(images[:1], emb, pooled, cells, cells, [0] * 3, noise_seeds=seeds, plans_per_image=3)
+    each = repair.run(np.repeat(images[:1], 3, axis=0), emb, pooled, cells, cells, [0] * 3, noise_seeds=seeds)
+    assert np.abs(shared.images.astype(int) - each.images.astype(int)).max() <= 1
+    with pytest.raises(ValueError, match="2 images × 3 plans need 6"):
+        eng.run(images, emb, pooled, cells, cells, [0] * 3, plans_per_image=3)
+
+
 def test_value_cache_holds_only_injecting_layers_and_steps():
     eng = engine(num_steps=4, value_steps=3)
     image = photo()[None]

@@ -106,13 +106,17 @@ def _tiny_state(seed: int) -> dict:
 
 
 def tiny_flux(seed: int = 0) -> FluxComponents:
-    """Tiny FLUX of the production classes (fresh copies of a cached build, so callers may move them)."""
+    """Tiny FLUX of the production classes (fresh copies of a cached build, so callers may move them), in eval
+    mode as ``from_pretrained`` returns models: T5's dropout would otherwise make each prompt row differ."""
     state = _tiny_state(seed)
-    return FluxComponents(
+    parts = FluxComponents(
         transformer=copy.deepcopy(state["transformer"]), vae=copy.deepcopy(state["vae"]),
         text_encoder=copy.deepcopy(state["clip"]), tokenizer=tiny_clip_tokenizer(),
         text_encoder_2=copy.deepcopy(state["t5"]), tokenizer_2=tiny_t5_tokenizer(),
         provenance={"flux": f"tiny-random(seed={seed}, fitted VAE)"})
+    for module in (parts.transformer, parts.vae, parts.text_encoder, parts.text_encoder_2):
+        module.eval().requires_grad_(False)
+    return parts
 
 
 # ------------------------------------------------------------------------------ tiny tokenizers

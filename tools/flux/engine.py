@@ -39,6 +39,9 @@ from tools.flux.processor import InjectionProcessor, InjectionState
 from tools.grid import Grid
 
 
+EMPTY = torch.zeros(0, dtype=torch.long)  # no target cells
+
+
 @dataclass
 class EngineResult:
     images: np.ndarray  # (B, H, W, 3) uint8: ``raw`` inside the change mask, ``clean`` outside
@@ -171,11 +174,15 @@ class FluxEngine:
             cached_rows=cached_rows, value_gate=torch.zeros(batch, 1, 1, 1, device=self.device),
             write_slot=torch.tensor(slots, device=self.device), read_slot=torch.tensor(0, device=self.device),
             cache=cache)
+        self.install(state)
+        cache_bytes = sum(layer[:slots].numel() * layer.element_size() for layer in cache)
+        return PreparedState((cos, sin), (cos_inj, sin_inj), ids[:text_len], ids[text_len:], cache_bytes, state)
+
+    def install(self, state: InjectionState) -> None:
+        """Make ``state`` the one every injection processor reads."""
         for proc in self.processors.values():
             proc.state = state
         self.state = state
-        cache_bytes = sum(layer[:slots].numel() * layer.element_size() for layer in cache)
-        return PreparedState((cos, sin), (cos_inj, sin_inj), ids[:text_len], ids[text_len:], cache_bytes, state)
 
     def change_mask(self, cells: np.ndarray | torch.Tensor, height: int, width: int) -> np.ndarray:
         """(H, W) bool: the pixels an injection into ``cells`` may change (the cells dilated by
@@ -188,8 +195,14 @@ class FluxEngine:
     def run(self, images: np.ndarray, prompt_embeds: torch.Tensor, pooled: torch.Tensor,
             targets: list[torch.Tensor], references: list[torch.Tensor],
             pe_steps: list[int | torch.Tensor], noise_seeds: list[int] | None = None,
-            strength: float = 1.0) -> EngineResult:
-        """Synthesise a batch: ``images`` (B, H, W, 3) uint8 of one size, one mapping per sample.
+            strength: float = 1.0, plans_per_image: int = 1) -> EngineResult:
+        """Synthesise a batch: ``images`` (P, H, W, 3) uint8 of one size, ``plans_per_image`` (k) mappings per
+        image, B = P·k samples in image-major order (image i's plans are samples i·k … i·k + k − 1).
+
+        Each image is inverted once: its trajectory and value cache serve all its k plans, so a sample
+        costs steps/k + steps transformer passes instead of 2·steps, with the same output as inverting
+        it once per plan (up to float rounding of batched kernels). ``prompt_embeds`` / ``pooled`` are per
+        sample (B rows; an image's plans share its caption, and the inversion reads the first's).
 
         ``pe_steps[b]`` is the number of denoising steps with positional injection, one for every
         target cell of sample ``b`` (a tensor aligned with ``targets[b]``) or one for all of them.
@@ -201,43 +214,62 @@ class FluxEngine:
         engine with ``value_steps`` 0 to denoise them afresh with no injection."""
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        batch, height, width = images.shape[:3]
+        photos, height, width = images.shape[:3]
+        plans = plans_per_image
+        batch = photos * plans
+        if not len(targets) == len(references) == len(pe_steps) == prompt_embeds.shape[0] == batch:
+            raise ValueError(f"{photos} images × {plans} plans need {batch} targets, references, pe_steps and prompts")
         grid = Grid.from_image(height, width)
         rows, cols = grid.rows, grid.cols
         steps = self.cfg.num_steps
         sigmas = shifted_sigmas(steps, rows * cols, self.cfg.time_shift).to(self.device)
-        z0 = self.encode_images(images)  # (B, N, 64) fp32
+        z0 = self.encode_images(images)  # (P, N, 64) fp32
         timings["encode"] = time.perf_counter() - start
 
         prepared = self.prepare_state(batch, prompt_embeds.shape[1], rows, cols, targets, references)
         stock, injected, txt_ids, img_ids = prepared.stock, prepared.injected, prepared.txt_ids, prepared.img_ids
         state = prepared.state
+        inverting = state if plans == 1 else self.prepare_state(  # P rows, no mapping: inversion only
+            photos, prompt_embeds.shape[1], rows, cols, [EMPTY] * photos, [EMPTY] * photos).state
         changed = np.stack([grid.change_cells(t.cpu().numpy(), self.cfg.dilation_cells) for t in targets])
         keep = torch.from_numpy(~changed.reshape(batch, rows * cols, 1)).to(self.device)  # latent paste
 
-        def velocity(z: torch.Tensor, sigma: torch.Tensor, guidance: float) -> torch.Tensor:
-            out = self.forward(
-                hidden_states=z.to(self.dtype), encoder_hidden_states=prompt_embeds, pooled_projections=pooled,
-                timestep=sigma.expand(batch).to(self.dtype), img_ids=img_ids, txt_ids=txt_ids,
-                guidance=torch.full((batch,), guidance, device=self.device, dtype=self.dtype)
-                if self.c.transformer.config.guidance_embeds else None,
-                return_dict=False)[0]
-            return out.float()
+        def transformer(embeds: torch.Tensor, pooled_embeds: torch.Tensor):
+            def velocity(z: torch.Tensor, sigma: torch.Tensor, guidance: float) -> torch.Tensor:
+                n = z.shape[0]
+                out = self.forward(
+                    hidden_states=z.to(self.dtype), encoder_hidden_states=embeds, pooled_projections=pooled_embeds,
+                    timestep=sigma.expand(n).to(self.dtype), img_ids=img_ids, txt_ids=txt_ids,
+                    guidance=torch.full((n,), guidance, device=self.device, dtype=self.dtype)
+                    if self.c.transformer.config.guidance_embeds else None,
+                    return_dict=False)[0]
+                return out.float()
+            return velocity
 
         # ---- inversion, σ: 0 → 1. Denoising step j reads the V of inversion step N-1-j.
         tic = time.perf_counter()
         ascending = sigmas.flip(0)
-        state.value_gate.zero_()
-        state.cos_pe.copy_(stock[0].expand_as(state.cos_pe))
-        state.sin_pe.copy_(stock[1].expand_as(state.sin_pe))
+        inverting.value_gate.zero_()
+        inverting.cos_pe.copy_(stock[0].expand_as(inverting.cos_pe))
+        inverting.sin_pe.copy_(stock[1].expand_as(inverting.sin_pe))
+        velocity = transformer(prompt_embeds[::plans], pooled[::plans])
         trajectory = [z0]
         z = z0.clone()
         carried = None  # FireFlow: the midpoint velocity re-used as the next step's first velocity
         for k in range(steps):
             j = steps - 1 - k
-            state.write_slot.fill_(j if j < self.cfg.value_steps else self.cfg.value_steps)
+            inverting.write_slot.fill_(j if j < self.cfg.value_steps else self.cfg.value_steps)
             z, carried = self._step(velocity, z, ascending[k], ascending[k + 1], self.cfg.guidance_invert, carried)
             trajectory.append(z)
+        z_photos = z0
+        if plans > 1:  # every plan of an image starts from its one inversion
+            trajectory = [t.repeat_interleave(plans, dim=0) for t in trajectory]
+            z0, z = trajectory[0], trajectory[-1].clone()
+            for shared, per_plan in zip(inverting.cache, state.cache):
+                per_plan.copy_(shared.repeat_interleave(plans, dim=1))
+            inverting.cache.clear()  # the shared copy is no longer read
+            self.install(state)
+        velocity = transformer(prompt_embeds, pooled)
         timings["invert"] = time.perf_counter() - tic
 
         # ---- denoising, σ: 1 → 0, with injection and latent paste.
@@ -248,14 +280,14 @@ class FluxEngine:
             if t.numel():
                 pe_limit[b, text_len + t.to(self.device)] = torch.as_tensor(limit, device=self.device).expand(t.numel())
         state.write_slot.fill_(self.cfg.value_steps)  # scratch: nothing is cached while denoising
-        carried, start = None, 0
+        carried, first = None, 0
         if noise_seeds is not None:
-            start = int((sigmas[:-1] > strength + 1e-6).sum())
-            sigma = sigmas[start]
+            first = int((sigmas[:-1] > strength + 1e-6).sum())
+            sigma = sigmas[first]
             fresh = torch.stack([torch.randn(z.shape[1:], generator=torch.Generator().manual_seed(int(seed)))
                                  for seed in noise_seeds]).to(self.device)
-            z = torch.where(keep, trajectory[steps - start], (1 - sigma) * z0 + sigma * fresh)
-        for j in range(start, steps):
+            z = torch.where(keep, trajectory[steps - first], (1 - sigma) * z0 + sigma * fresh)
+        for j in range(first, steps):
             pe_on = (j < pe_limit)[:, :, None]
             state.cos_pe.copy_(torch.where(pe_on, injected[0], stock[0][None]))
             state.sin_pe.copy_(torch.where(pe_on, injected[1], stock[1][None]))
@@ -268,7 +300,7 @@ class FluxEngine:
 
         tic = time.perf_counter()
         raw = self.decode(z, rows, cols)
-        clean = self.decode(z0, rows, cols)
+        clean = np.repeat(self.decode(z_photos, rows, cols), plans, axis=0)
         masks = np.stack([grid.to_pixels(c) for c in changed])  # == change_mask(targets[b], H, W)
         composite = np.where(masks[..., None], raw, clean)
         timings["decode"] = time.perf_counter() - tic
