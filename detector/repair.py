@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import Field, ValidationError
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from detector.model import ArtifactDetector, load_detector
 from detector.predict import infer, overlay
@@ -42,11 +44,13 @@ from tools.flux.engine import FluxEngine
 from tools.grid import Grid
 
 
-@dataclass
+@pydantic_dataclass
 class RepairSettings:
-    attempts: int = 4  # fresh noise draws per image, run as one batch
-    strength: float = 1.0  # σ at which the repaired cells restart (1: from pure noise)
-    threshold: float = 0.5  # pixel probability that marks an artifact
+    """Validated on construction, as the detector's other configs."""
+
+    attempts: int = Field(4, ge=1)  # fresh noise draws per image, denoised from one inversion
+    strength: float = Field(1.0, gt=0, le=1)  # σ at which the repaired cells restart (1: from pure noise)
+    threshold: float = Field(0.5, ge=0, le=1)  # pixel probability that marks an artifact
     prompt: str = "a photo"  # FLUX's prompt while denoising the cells
     seed: int = 0
 
@@ -190,18 +194,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="tiny", help="the FLUX model and image sizing (factory presets)")
     parser.add_argument("--config", default=None, help="a YAML file over the preset (model paths, device, ...)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    parser.add_argument("--attempts", type=int, default=RepairSettings.attempts)
-    parser.add_argument("--strength", type=float, default=RepairSettings.strength)
-    parser.add_argument("--threshold", type=float, default=RepairSettings.threshold)
-    parser.add_argument("--prompt", default=RepairSettings.prompt)
-    parser.add_argument("--seed", type=int, default=RepairSettings.seed)
+    defaults = RepairSettings()
+    parser.add_argument("--attempts", type=int, default=defaults.attempts)
+    parser.add_argument("--strength", type=float, default=defaults.strength)
+    parser.add_argument("--threshold", type=float, default=defaults.threshold)
+    parser.add_argument("--prompt", default=defaults.prompt)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--ray", action="store_true", help="run as a Ray Data job (one actor pool)")
     parser.add_argument("--actors", type=int, default=1)
     parser.add_argument("--num-gpus", type=float, default=0.0, help="per actor, with --ray")
     args = parser.parse_args(argv)
-    if args.attempts < 1 or not 0 < args.strength <= 1:
-        parser.error("--attempts must be ≥ 1 and --strength in (0, 1]")
-    settings = RepairSettings(args.attempts, args.strength, args.threshold, args.prompt, args.seed)
+    try:
+        settings = RepairSettings(attempts=args.attempts, strength=args.strength, threshold=args.threshold,
+                                  prompt=args.prompt, seed=args.seed)
+    except ValidationError as err:
+        parser.error(f"invalid settings: {err.errors()[0]['loc'][0]}: {err.errors()[0]['msg']}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = unique_names(args.images)

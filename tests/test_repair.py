@@ -97,6 +97,9 @@ def test_repair_cli_refuses_a_missing_checkpoint(tmp_path, capsys):
     assert repair_main([str(tmp_path / "chelsea.png"), "--checkpoint", str(tmp_path / "nope"),
                         "--out", str(tmp_path / "out")]) == 2
     assert "no detector at" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # settings are validated before any model loads
+        repair_main([str(tmp_path / "chelsea.png"), "--checkpoint", str(tmp_path / "nope"), "--strength", "1.5"])
+    assert "strength: Input should be less than or equal to 1" in capsys.readouterr().err
 
 
 @pytest.mark.slow
