@@ -30,6 +30,7 @@ def vocabulary(answer: dict) -> list[dict[str, str]]:
 
 class Describe:
     name = "describe"
+    per_photo = True  # the same answer for every seed of a photo
 
     def __init__(self, vlm: VLMBackend, max_phrases: int):
         self.vlm, self.max_phrases = vlm, max_phrases

@@ -43,6 +43,7 @@ def phrase_spans(input_ids: list[int], separator_ids: set[int]) -> list[tuple[in
 
 class GroundAndSegment:
     name = "ground_segment"
+    per_photo = True  # the same answer for every seed of a photo
 
     def __init__(self, grounding, segmentation, config: PerceptionConfig):
         self.grounding, self.segmentation, self.config = grounding, segmentation, config

@@ -6,10 +6,15 @@ checks, VLM verdicts, explain). It loads or receives its models in ``__init__`` 
 config sections it reads; ``__call__`` fills in or rejects the samples it is given, in place: those
 still pending, or, for a step whose ``applies_to`` is "accepted" (explain), those already accepted.
 Infrastructure errors are raised, never turned into rejections (``factory.stages`` fails the batch).
+
+A step whose answer depends only on the photo (describe, ground + segment) sets ``per_photo``:
+``call_step`` runs it once per photo of the batch and gives that photo's other samples (its other
+seeds) the same answer, so perceiving a photo costs the same for one seed as for k.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Literal, Protocol
 
 import numpy as np
@@ -48,6 +53,7 @@ class Pixels:
 class Step(Protocol):
     name: str
     applies_to: Status  # the status of the samples it works on ("pending" unless it says otherwise)
+    # per_photo: bool — optional; True when the answer depends only on the photo, not the seed
 
     def __call__(self, samples: list[Sample], pixels: Pixels) -> None: ...
 
@@ -57,8 +63,38 @@ def run_steps(steps: list[Step], samples: list[Sample], pixels: Pixels | None = 
     pixels = pixels or Pixels()
     for step in steps:
         if batch := applicable(step, samples):
-            step(batch, pixels)
+            call_step(step, batch, pixels)
     return samples
+
+
+def call_step(step: Step, samples: list[Sample], pixels: Pixels) -> None:
+    """``step`` on ``samples``; a ``per_photo`` step runs on one sample per photo and its answer (status,
+    reason, caption, plan, models) is copied to the photo's other samples."""
+    if not getattr(step, "per_photo", False):
+        step(samples, pixels)
+        return
+    first: dict[tuple[str, bytes], Sample] = {}
+    for sample in samples:
+        first.setdefault(photo_key(sample), sample)
+    step(list(first.values()), pixels)
+    for sample in samples:
+        answered = first[photo_key(sample)]
+        if sample is not answered:
+            copy_photo_answer(answered, sample)
+
+
+def photo_key(sample: Sample) -> tuple[str, bytes]:
+    """The samples of one photo: the same source decoded to the same pixels."""
+    return sample.source_id, sample.real_image
+
+
+def copy_photo_answer(answered: Sample, sample: Sample) -> None:
+    if answered.status != "pending":
+        sample.reject(answered.reject_reason)
+    sample.caption = answered.caption
+    sample.plan = copy.deepcopy(answered.plan)
+    if models := answered.provenance.get("models"):
+        sample.provenance.setdefault("models", {}).update(models)
 
 
 def applicable(step: Step, samples: list[Sample]) -> list[Sample]:

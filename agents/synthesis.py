@@ -1,7 +1,10 @@
 """Synthesize: turns each sample's planned artifacts into an artifact image.
 
-A sample's artifacts (target → reference cells, from perception's plan) form one mapping; samples
-of the same image size run through the FLUX engine as one batch with per-sample mappings. Each
+A sample's artifacts (target → reference cells, from perception's plan) form one mapping. The
+samples of one photo (its seeds: the same pixels and caption) share one inversion: the engine
+inverts the photo once and denoises its k mappings from that trajectory and value cache, the same
+output as inverting once per seed at (steps/k + steps) instead of 2·steps transformer passes.
+Photos of one size with the same number of samples run through the engine as one batch. Each
 artifact gets ``region``: the COCO RLE of the engine's ``change_mask`` of its own target cells
 (the cells dilated by ``injection.dilation_cells``): the pixels it may change, and its label. The
 union of a sample's regions is exactly the mask the engine composited with.
@@ -17,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from agents.step import Pixels
+from agents.step import Pixels, photo_key
 from shards.images import encode_png, encode_rle
 from shards.record import Sample
 from tools.flux.engine import FluxEngine
@@ -36,29 +39,35 @@ class Synthesize:
         self.provenance = dict(components.provenance)
 
     def __call__(self, samples: list[Sample], pixels: Pixels) -> None:
-        groups: dict[tuple[int, int], list[tuple[Sample, np.ndarray]]] = defaultdict(list)
+        photos: dict[tuple, list[Sample]] = defaultdict(list)  # one photo's seeds, in batch order
         for sample in samples:
             if not sample.artifacts:
                 sample.reject("no_artifact_planned")
                 continue
-            image = pixels.array(sample)
-            groups[image.shape[:2]].append((sample, image))
-        for group in groups.values():
-            self._synthesize(group)
+            photos[photo_key(sample), sample.caption].append(sample)
+        # Engine batches: photos of one size, each with the same number of plans.
+        batches: dict[tuple[int, int, int], list[list[Sample]]] = defaultdict(list)
+        for seeds in photos.values():
+            shape = pixels.array(seeds[0]).shape[:2]
+            batches[(*shape, len(seeds))].append(seeds)
+        for (_, _, plans), group in batches.items():
+            self._synthesize(group, plans, pixels)
 
-    def _synthesize(self, group: list[tuple[Sample, np.ndarray]]) -> None:
+    def _synthesize(self, photos: list[list[Sample]], plans: int, pixels: Pixels) -> None:
         inj = self.injection
-        images = np.stack([image for _, image in group])
+        images = np.stack([pixels.array(seeds[0]) for seeds in photos])
+        group = [sample for seeds in photos for sample in seeds]  # image-major: the engine's order
         targets, references, pe_steps = [], [], []
-        for sample, _ in group:
+        for sample in group:
             targets.append(torch.tensor([c for a in sample.artifacts for c in a.cells], dtype=torch.long))
             references.append(torch.tensor([c for a in sample.artifacts for c in a.reference_cells], dtype=torch.long))
             # One pass per image; each target cell is position-injected for its own tool's steps.
             pe_steps.append(torch.tensor([inj.pe_steps[a.tool] for a in sample.artifacts for _ in a.cells]))
-        embeds, pooled = self.engine.encode_prompt([sample.caption or "a photo" for sample, _ in group])
-        result = self.engine.run(images, embeds, pooled, targets, references, pe_steps)
+        embeds, pooled = self.engine.encode_prompt([seeds[0].caption or "a photo" for seeds in photos])
+        embeds, pooled = embeds.repeat_interleave(plans, 0), pooled.repeat_interleave(plans, 0)  # per sample
+        result = self.engine.run(images, embeds, pooled, targets, references, pe_steps, plans_per_image=plans)
         height, width = images.shape[1:3]
-        for i, (sample, _) in enumerate(group):
+        for i, sample in enumerate(group):
             sample.image = encode_png(result.images[i])
             sample.clean_image = encode_png(result.clean[i])
             for artifact in sample.artifacts:

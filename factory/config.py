@@ -232,10 +232,28 @@ class CurationConfig(Strict):
 
 # ---------------------------------------------------------------------------------------- factory
 class StageConfig(Strict):
-    actors: int = Field(1, ge=1, description="actor pool size")
-    batch_size: int = Field(1, ge=1)
+    """One agent's Ray Data actor pool. It autoscales between ``min_actors`` and ``max_actors``: Ray Data
+    adds an actor while the pool's queue backs up and the cluster (or its autoscaler) can place one,
+    and removes idle ones; equal bounds give a fixed pool."""
+
+    min_actors: int = Field(1, ge=1, description="actors the pool starts with and never goes below")
+    max_actors: int | None = Field(1, ge=1, description="most actors the pool grows to; None: as many as the "
+                                                        "cluster can place")
+    batch_size: int = Field(1, ge=1, description="samples per call (a multiple of factory.seeds_together)")
     num_gpus: float = Field(0.0, ge=0)
     num_cpus: float = Field(0.5, gt=0, description="keep below 1 so reads/writes keep a CPU")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> StageConfig:
+        if self.max_actors is not None and self.max_actors < self.min_actors:
+            raise ValueError(f"max_actors ({self.max_actors}) is below min_actors ({self.min_actors})")
+        return self
+
+    def compute(self):
+        """The pool as Ray Data's ``ActorPoolStrategy``."""
+        import ray
+
+        return ray.data.ActorPoolStrategy(min_size=self.min_actors, max_size=self.max_actors)
 
 
 class VLMServiceConfig(Strict):
@@ -250,6 +268,8 @@ class VLMServiceConfig(Strict):
 class FactoryConfig(Strict):
     seed: int = 0
     seeds_per_image: int = Field(4, ge=1, description="most seeds tried per source image")
+    seeds_together: int = Field(1, ge=1, description="seeds of a photo planned together: perceived once and "
+                                                     "inverted once for all of them (the output is the same)")
     expected_yield: float = Field(0.5, gt=0, le=1, description="accepted share assumed before any round ends")
     max_rounds: int = Field(20, ge=1)
     round_retries: int = Field(3, ge=0, description="replans of a round whose stream failed (lost node, ...)")
@@ -264,6 +284,14 @@ class FactoryConfig(Strict):
     curation: StageConfig = StageConfig()
     vlm: VLMServiceConfig = VLMServiceConfig()
     ray_address: str | None = Field(None, description="None: join RAY_ADDRESS or start a local Ray")
+
+    @model_validator(mode="after")
+    def _photo_batches(self) -> FactoryConfig:
+        for name in ("perception", "synthesis"):  # a photo's seeds must fit in one batch to share its work
+            if getattr(self, name).batch_size % self.seeds_together:
+                raise ValueError(f"{name}.batch_size ({getattr(self, name).batch_size}) must be a multiple of "
+                                 f"seeds_together ({self.seeds_together}) so a photo's seeds share one batch")
+        return self
 
 
 class OutputConfig(Strict):

@@ -53,27 +53,45 @@ class WorkItem:
 
 # ---------------------------------------------------------------------------------- planning
 def candidates(config: Config) -> Iterator[WorkItem]:
-    """All (source, seed) pairs in plan order: every source at seed index 0, then 1, ..."""
+    """All (source, seed) pairs in plan order, a photo's ``seeds_together`` seeds next to each other:
+    every source at seed indices 0 … k−1, then every source at k … 2k−1, ... (k = 1: one seed of every
+    photo before any photo's second)."""
     from factory.sources import list_sources
 
     items = list_sources(config.source)
     if not items:
         raise ValueError(f"source {config.source.uri!r} holds no images")
     config_hash = config.config_hash()
-    for seed_index in range(config.factory.seeds_per_image):
+    per_image, together = config.factory.seeds_per_image, config.factory.seeds_together
+    for first in range(0, per_image, together):
         for item in items:
-            seed = sample_seed(config.factory.seed, item.source_id, seed_index)
-            yield WorkItem(make_sample_id(item.source_id, seed, config_hash), item.source_id, seed,
-                           item.uri, item.data)
+            for seed_index in range(first, min(first + together, per_image)):
+                seed = sample_seed(config.factory.seed, item.source_id, seed_index)
+                yield WorkItem(make_sample_id(item.source_id, seed, config_hash), item.source_id, seed,
+                               item.uri, item.data)
 
 
 def plan_round(pool: list[WorkItem], done: set[str], needed: int, yield_estimate: float,
                overplan: float) -> list[WorkItem]:
-    """The next round: enough unfinished pairs to reach ``needed`` accepted at the estimated yield.
+    """The next round: enough unfinished pairs to reach ``needed`` accepted at the estimated yield, and
+    the rest of the last photo's seeds that are planned together with it.
 
     ``done`` holds the committed samples and those that failed too often in this run."""
-    size = math.ceil(needed / max(yield_estimate, 0.05) * overplan)
-    return [w for w in pool if w.sample_id not in done][:max(size, 1)]
+    size = max(math.ceil(needed / max(yield_estimate, 0.05) * overplan), 1)
+    todo = [w for w in pool if w.sample_id not in done]
+    while 0 < size < len(todo) and todo[size].source_id == todo[size - 1].source_id:
+        size += 1
+    return todo[:size]
+
+
+def photo_blocks(items: list[WorkItem], rows: int) -> list[tuple[int, int]]:
+    """(start, stop) of blocks of about ``rows`` items that never split a photo's consecutive seeds."""
+    blocks, start = [], 0
+    for i in range(1, len(items) + 1):
+        if i == len(items) or (i - start >= rows and items[i].source_id != items[i - 1].source_id):
+            blocks.append((start, i))
+            start = i
+    return blocks
 
 
 def build_dataset(items: list[WorkItem], config: Config, vlm: VLMClient | None = None):
@@ -84,10 +102,12 @@ def build_dataset(items: list[WorkItem], config: Config, vlm: VLMClient | None =
     config_json = config.model_dump_json()
     # Blocks are cut on the driver (no read or repartition tasks, which would each need a whole
     # CPU beside the actor pools: the deadlock of a pool that holds every CPU).
+    # A block holds whole photos (their seeds share perception and inversion) and about one batch of
+    # the largest stage, so every actor gets work as soon as the round starts (a huge round: at most
+    # ~10,000 blocks).
     table = pa.Table.from_pylist([w.__dict__ for w in items], schema=work_schema())
-    block_rows = max(1, math.ceil(len(items) / 64), min(4, len(items) // 4))
-    blocks = [table.slice(i, block_rows) for i in range(0, len(items), block_rows)]
-    ds = ray.data.from_arrow(blocks)
+    rows = max(max(getattr(config.factory, name).batch_size for name in STAGES), math.ceil(len(items) / 10_000))
+    ds = ray.data.from_arrow([table.slice(start, stop - start) for start, stop in photo_blocks(items, rows)])
     ds = ds.map_batches(decode_sources, fn_kwargs={"config_json": config_json}, batch_format="pyarrow",
                         batch_size=None, num_cpus=0.25)
     for name, stage_cls in STAGES.items():
@@ -97,7 +117,7 @@ def build_dataset(items: list[WorkItem], config: Config, vlm: VLMClient | None =
             fn_constructor_kwargs={"config_json": config_json, "vlm": vlm},
             batch_format="pyarrow",
             batch_size=stage.batch_size,
-            compute=ray.data.ActorPoolStrategy(size=stage.actors),
+            compute=stage.compute(),
             num_cpus=stage.num_cpus,
             num_gpus=stage.num_gpus or None,
         )  # Ray Data restarts crashed actors and retries their tasks by default (max_restarts=-1)

@@ -31,7 +31,9 @@ def preset_overrides(name: str) -> dict[str, Any]:
             # P15 0.046, P85 0.196. The window is P15-P85 rounded, so about 70 % of distortions pass.
             # The scripted VLM passes 70 % of triplet checks (models.vlm.scripted_visible_share).
             "curation": {"lpips_min": 0.05, "lpips_max": 0.2, "require_vlm_label": True},
-            "factory": {"seeds_per_image": 16, "expected_yield": 0.2},
+            # Two seeds of a photo share its perception and inversion, so both code paths run here.
+            "factory": {"seeds_per_image": 16, "seeds_together": 2, "expected_yield": 0.2,
+                        "perception": {"batch_size": 2}, "synthesis": {"batch_size": 2}},
         }
     if name in ("flux-dev", "flux-schnell"):
         flux_id = "black-forest-labs/FLUX.1-dev" if name == "flux-dev" else "black-forest-labs/FLUX.1-schnell"
@@ -46,12 +48,15 @@ def preset_overrides(name: str) -> dict[str, Any]:
                 "lpips": {"kind": "pretrained", "path": "alex"},
             },
             "factory": {
-                # One 8-GPU node: the shared VLM server, Grounding DINO + SAM and LPIPS sharing a
-                # GPU, and six FLUX transformers.
+                # A photo's 4 seeds are perceived once and inverted once (25/4 + 25 transformer passes
+                # per sample instead of 50). Every pool starts at one actor and grows while its queue
+                # backs up, to as many as the cluster (and its autoscaler) can place: synthesis takes
+                # every free GPU, perception and curation (half a GPU each) follow its pace.
+                "seeds_together": 4,
                 "vlm": {"actors": 1, "num_gpus": 1.0},
-                "perception": {"actors": 1, "batch_size": 8, "num_gpus": 0.5},
-                "synthesis": {"actors": 6, "batch_size": 2, "num_gpus": 1.0},
-                "curation": {"actors": 1, "batch_size": 8, "num_gpus": 0.5},
+                "perception": {"min_actors": 1, "max_actors": None, "batch_size": 8, "num_gpus": 0.5},
+                "synthesis": {"min_actors": 1, "max_actors": None, "batch_size": 4, "num_gpus": 1.0},
+                "curation": {"min_actors": 1, "max_actors": None, "batch_size": 8, "num_gpus": 0.5},
             },
         }
         if name == "flux-schnell":

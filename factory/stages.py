@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from agents.step import Pixels, Step, applicable
+from agents.step import Pixels, Step, applicable, call_step
 from factory.config import Config
 from factory.vlm_service import VLMClient, connect_vlm
 from shards.images import encode_png
@@ -105,7 +105,7 @@ class PoolStage:
     def run_step(self, step: Step, samples: list[Sample], pixels: Pixels) -> None:
         """``step`` on ``samples`` in place; out of memory halves the batch, other errors fail it."""
         try:
-            step(samples, pixels)
+            call_step(step, samples, pixels)
         except torch.OutOfMemoryError as err:
             if len(samples) == 1:
                 samples[0].fail(self.name, err)

@@ -104,9 +104,9 @@ def cpu_overrides(out: Path, segmentation_family: str = "sam") -> dict[str, Any]
                       "pe_steps": {tool: math.ceil(steps * scale) for tool, steps in reference.pe_steps.items()},
                       "value_steps": math.ceil(reference.value_steps * scale),
                       "max_sequence_length": CPU_MAX_SEQUENCE_LENGTH},
-        # One actor per stage: the preset's 6 synthesis actors cannot all be placed on a small CPU
-        # machine and the stream would wait for them forever.
-        "factory": {stage: {"num_gpus": 0, "actors": 1} for stage in (*STAGES, "vlm")},
+        # One actor per stage and no GPUs: a small CPU machine runs the preset's pools at their minimum.
+        "factory": {"vlm": {"num_gpus": 0, "actors": 1},
+                    **{stage: {"num_gpus": 0, "min_actors": 1, "max_actors": 1} for stage in STAGES}},
     }
 
 

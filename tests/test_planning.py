@@ -1,0 +1,59 @@
+"""How the driver plans work: a photo's seeds stay together in plan order, in rounds and in blocks,
+and the pools' sizes come from config."""
+
+from __future__ import annotations
+
+import pytest
+
+from factory.config import ConfigError, load_config
+from factory.pipeline import WorkItem, candidates, photo_blocks, plan_round
+
+
+def _items(photos: int, seeds: int) -> list[WorkItem]:
+    return [WorkItem(f"{p}-{s}", f"photo{p}", s, "") for p in range(photos) for s in range(seeds)]
+
+
+def test_candidates_put_a_photos_seeds_next_to_each_other():
+    config = load_config("tiny", overrides={"factory.seeds_per_image": 5, "factory.seeds_together": 2})
+    order = [w.source_id for w in candidates(config)]
+    photos = list(dict.fromkeys(order))
+    per_visit = [2, 2, 1]  # seed indices 0-1, 2-3, 4
+    expected = [p for k in per_visit for p in photos for _ in range(k)]
+    assert order == expected
+    # The same (source, seed) pairs as planning one seed of every photo at a time: only the order moved.
+    one_at_a_time = load_config("tiny", overrides={"factory.seeds_per_image": 5, "factory.seeds_together": 1,
+                                                   "factory.perception.batch_size": 1,
+                                                   "factory.synthesis.batch_size": 1})
+    assert one_at_a_time.config_hash() == config.config_hash()
+    assert sorted(w.sample_id for w in candidates(config)) == sorted(w.sample_id for w in candidates(one_at_a_time))
+
+
+def test_a_round_takes_the_rest_of_its_last_photos_seeds():
+    pool = _items(4, 3)
+    round_ = plan_round(pool, done=set(), needed=2, yield_estimate=0.5, overplan=1.0)  # 4 wanted
+    assert [w.sample_id for w in round_] == ["0-0", "0-1", "0-2", "1-0", "1-1", "1-2"]
+    done = {w.sample_id for w in round_[:4]}  # a kill committed photo 1's first seed only
+    assert [w.sample_id for w in plan_round(pool, done, 1, 1.0, 1.0)] == ["1-1", "1-2"]
+
+
+def test_blocks_never_split_a_photo():
+    items = _items(3, 3)[1:]  # photo 0 lost a seed to an earlier round
+    blocks = photo_blocks(items, rows=4)
+    assert blocks == [(0, 5), (5, 8)]
+    assert photo_blocks(items, rows=1) == [(0, 2), (2, 5), (5, 8)]
+
+
+def test_batches_must_hold_a_photos_seeds_together():
+    with pytest.raises(ConfigError, match="synthesis.batch_size .* multiple of seeds_together"):
+        load_config("tiny", overrides={"factory.seeds_together": 4, "factory.perception.batch_size": 8})
+
+
+def test_pools_autoscale_between_their_bounds():
+    dev = load_config("flux-dev").factory
+    assert dev.synthesis.min_actors == 1 and dev.synthesis.max_actors is None  # every GPU the cluster gives
+    strategy = dev.synthesis.compute()
+    assert strategy.min_size == 1 and strategy.max_size == float("inf")
+    tiny = load_config("tiny").factory.curation.compute()
+    assert tiny.min_size == tiny.max_size == 1
+    with pytest.raises(ConfigError, match="max_actors .* below min_actors"):
+        load_config("tiny", overrides={"factory.synthesis.min_actors": 3, "factory.synthesis.max_actors": 2})
