@@ -108,8 +108,11 @@ def build_dataset(items: list[WorkItem], config: Config, vlm: VLMClient | None =
     table = pa.Table.from_pylist([w.__dict__ for w in items], schema=work_schema())
     rows = max(max(getattr(config.factory, name).batch_size for name in STAGES), math.ceil(len(items) / 10_000))
     ds = ray.data.from_arrow([table.slice(start, stop - start) for start, stop in photo_blocks(items, rows)])
+    # Decoding asks for the perception actors' resources, so Ray Data fuses it into them: no task
+    # workers that each import torch and the agents just to decode a few photos.
+    first = config.factory.perception
     ds = ds.map_batches(decode_sources, fn_kwargs={"config_json": config_json}, batch_format="pyarrow",
-                        batch_size=None, num_cpus=0.25)
+                        batch_size=None, num_cpus=first.num_cpus, num_gpus=first.num_gpus or None)
     for name, stage_cls in STAGES.items():
         stage = getattr(config.factory, name)
         ds = ds.map_batches(

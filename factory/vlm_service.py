@@ -38,11 +38,26 @@ class VLMServer:
 
 @dataclass
 class VLMClient:
-    """``generate_json`` over the run's ``VLMServer`` actors, round robin; picklable into stages."""
+    """``generate_json`` over the run's ``VLMServer`` actors, round robin; picklable into stages.
+
+    The servers load their model while the stages start theirs: nothing waits for them until a
+    stage asks the first question (or the model id)."""
 
     servers: list[Any]  # Ray actor handles
-    model_id: str
+    model_id_ref: Any = None  # the first server's model id, once it has loaded
+    _model_id: str | None = field(default=None, repr=False)
     _turn: Any = field(default=None, repr=False)
+
+    @property
+    def model_id(self) -> str:
+        import ray
+
+        if self._model_id is None:
+            try:
+                self._model_id = ray.get(self.model_id_ref)
+            except ray.exceptions.RayError as err:  # reaches the stage's failure path: retried, never rejected
+                raise RuntimeError(f"the VLM server could not start: {err}") from None
+        return self._model_id
 
     def generate_json(self, requests: list[VLMRequest]) -> list[VLMResult]:
         import ray
@@ -54,11 +69,13 @@ class VLMClient:
         return ray.get(next(self._turn).generate_json.remote(requests))
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"servers": self.servers, "model_id": self.model_id, "_turn": None}
+        return {"servers": self.servers, "model_id_ref": self.model_id_ref, "_model_id": self._model_id,
+                "_turn": None}
 
 
 def start_vlm_service(config: Config) -> VLMClient | None:
-    """Start the run's VLM servers; ``None`` for backend ``openai`` (the stages talk to its server)."""
+    """Start the run's VLM servers, without waiting for them to load; ``None`` for backend ``openai``
+    (the stages talk to its server)."""
     import ray
 
     if config.models.vlm.backend == "openai":
@@ -67,12 +84,7 @@ def start_vlm_service(config: Config) -> VLMClient | None:
     server_cls = ray.remote(num_gpus=service.num_gpus, num_cpus=service.num_cpus, max_restarts=-1,
                             max_concurrency=1)(VLMServer)
     servers = [server_cls.remote(config.models.model_dump_json()) for _ in range(service.actors)]
-    try:
-        model_id = ray.get(servers[0].model_id.remote())  # waits for the first model to load
-    except ray.exceptions.RayError as err:
-        stop_vlm_service(VLMClient(servers, ""))
-        raise RuntimeError(f"the VLM server could not start: {err}") from None
-    return VLMClient(servers, model_id)
+    return VLMClient(servers, servers[0].model_id.remote())
 
 
 def stop_vlm_service(client: VLMClient | None) -> None:

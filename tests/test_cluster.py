@@ -85,3 +85,50 @@ def test_multi_node_cluster_survives_losing_a_worker_node(tmp_path):
     synth_nodes = set().union(*(v for k, v in placements.items() if "SynthesisStage" in k))
     assert synth_nodes and synth_nodes <= {w.node_id for w in workers}, "GPU stage ran off the GPU nodes"
     print(json.dumps(report["rounds"]))
+
+
+def test_synthesis_pool_grows_to_the_gpu_nodes_added_during_a_run(tmp_path):
+    """No config change: the synthesis pool (min 1 actor, no maximum) starts on the one GPU node and
+    takes the two GPU nodes that join while the job runs."""
+    import ray
+    from ray.cluster_utils import Cluster
+    from ray.util.state import list_actors
+
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 2, "include_dashboard": True, "dashboard_port": free_port()})
+    first = cluster.add_node(num_cpus=1, num_gpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address)
+    config = load_config("tiny", overrides={
+        "factory.perception.num_cpus": 0.25, "factory.curation.num_cpus": 0.25,
+        "factory.synthesis.num_gpus": 1.0, "factory.synthesis.num_cpus": 0.25,
+        "factory.synthesis.max_actors": None,  # as flux-dev: every GPU the cluster gives
+        "injection.num_steps": 16,  # synthesis is the bottleneck, as on a real cluster
+        "factory.seeds_per_image": 32,  # the 6 bundled photos give 192 samples
+        "output.rows_per_file": 4, "output.flush_seconds": 0.5,
+    })
+    out = tmp_path / "run"
+    result: dict = {}
+    job = threading.Thread(target=lambda: result.update(report=run_factory(64, config, str(out))), daemon=True)
+    job.start()
+    synthesis_nodes: dict[str, float] = {}  # node id → when a synthesis actor first ran there
+    added = []
+    start = time.time()
+    try:
+        while job.is_alive():
+            for actor in list_actors(filters=[("state", "=", "ALIVE")]):
+                if "SynthesisStage" in (actor.class_name or ""):
+                    synthesis_nodes.setdefault(actor.node_id, time.time() - start)
+            if not added:  # two GPU nodes join the running job (add_node needs the main thread)
+                added = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
+            time.sleep(0.5)
+        job.join()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert result["report"]["complete"], json.dumps(result["report"], indent=1)[:3000]
+    assert_valid_run(out, 64)
+    assert first.node_id in synthesis_nodes
+    assert {node.node_id for node in added} <= set(synthesis_nodes), \
+        f"the synthesis pool did not grow to the added nodes: {synthesis_nodes}"
+    print(json.dumps({"synthesis actor first seen (s)": synthesis_nodes}))
