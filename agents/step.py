@@ -69,7 +69,8 @@ def run_steps(steps: list[Step], samples: list[Sample], pixels: Pixels | None = 
 
 def call_step(step: Step, samples: list[Sample], pixels: Pixels) -> None:
     """``step`` on ``samples``; a ``per_photo`` step runs on one sample per photo and its answer (status,
-    reason, caption, plan, models) is copied to the photo's other samples."""
+    reason, caption, plan, encoded prompt, models) is copied to the photo's other samples. Per-photo steps
+    come before any per-seed step (the plan), so the copied answer holds nothing seed-specific."""
     if not getattr(step, "per_photo", False):
         step(samples, pixels)
         return
@@ -93,6 +94,7 @@ def copy_photo_answer(answered: Sample, sample: Sample) -> None:
         sample.reject(answered.reject_reason)
     sample.caption = answered.caption
     sample.plan = copy.deepcopy(answered.plan)
+    sample.prompt_embeds = answered.prompt_embeds
     if models := answered.provenance.get("models"):
         sample.provenance.setdefault("models", {}).update(models)
 

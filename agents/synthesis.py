@@ -24,6 +24,7 @@ from agents.step import Pixels, photo_key
 from shards.images import encode_png, encode_rle
 from shards.record import Sample
 from tools.flux.engine import FluxEngine
+from tools.flux.text import unpack_prompts
 
 if TYPE_CHECKING:  # the config sections' types; agents never import the factory at run time
     from factory.config import InjectionConfig
@@ -32,11 +33,34 @@ if TYPE_CHECKING:  # the config sections' types; agents never import the factory
 class Synthesize:
     name = "synthesize"
 
-    def __init__(self, components, injection: InjectionConfig):
+    def __init__(self, components, injection: InjectionConfig, max_photos_per_call: int | None = None):
         self.injection = injection
         transformer = components.transformer
         self.engine = FluxEngine(components, injection, device=transformer.device, dtype=transformer.dtype)
         self.provenance = dict(components.provenance)
+        self.max_photos_per_call = max_photos_per_call  # None: every photo of a batch in one engine call
+
+    def warm_up(self, height: int, width: int, plans: int) -> int:
+        """One engine call on a blank ``height`` × ``width`` photo with ``plans`` one-cell mappings (compiles
+        a compiled transformer); returns the call's peak accelerator memory above what was held before
+        (0 on CPU)."""
+        cuda = self.engine.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+        images = np.full((1, height, width, 3), 127, dtype=np.uint8)
+        cells = [torch.tensor([0])] * plans
+        width_of_text = self.engine.cfg.max_sequence_length
+        embeds = torch.zeros(plans, width_of_text, self.engine.c.transformer.config.joint_attention_dim,
+                             device=self.engine.device, dtype=self.engine.dtype)
+        pooled = torch.zeros(plans, self.engine.c.transformer.config.pooled_projection_dim,
+                             device=self.engine.device, dtype=self.engine.dtype)
+        self.engine.run(images, embeds, pooled, cells, [torch.tensor([1])] * plans, [1] * plans, plans_per_image=plans)
+        if not cuda:
+            return 0
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
 
     def __call__(self, samples: list[Sample], pixels: Pixels) -> None:
         photos: dict[tuple, list[Sample]] = defaultdict(list)  # one photo's seeds, in batch order
@@ -50,8 +74,10 @@ class Synthesize:
         for seeds in photos.values():
             shape = pixels.array(seeds[0]).shape[:2]
             batches[(*shape, len(seeds))].append(seeds)
+        step = self.max_photos_per_call or len(photos) or 1
         for (_, _, plans), group in batches.items():
-            self._synthesize(group, plans, pixels)
+            for start in range(0, len(group), step):
+                self._synthesize(group[start:start + step], plans, pixels)
 
     def _synthesize(self, photos: list[list[Sample]], plans: int, pixels: Pixels) -> None:
         inj = self.injection
@@ -63,11 +89,16 @@ class Synthesize:
             references.append(torch.tensor([c for a in sample.artifacts for c in a.reference_cells], dtype=torch.long))
             # One pass per image; each target cell is position-injected for its own tool's steps.
             pe_steps.append(torch.tensor([inj.pe_steps[a.tool] for a in sample.artifacts for _ in a.cells]))
-        embeds, pooled = self.engine.encode_prompt([seeds[0].caption or "a photo" for seeds in photos])
+        if all(seeds[0].prompt_embeds for seeds in photos):  # encoded in perception
+            embeds, pooled = unpack_prompts([seeds[0].prompt_embeds for seeds in photos], self.engine.device,
+                                            self.engine.dtype)
+        else:
+            embeds, pooled = self.engine.encode_prompt([seeds[0].caption or "a photo" for seeds in photos])
         embeds, pooled = embeds.repeat_interleave(plans, 0), pooled.repeat_interleave(plans, 0)  # per sample
         result = self.engine.run(images, embeds, pooled, targets, references, pe_steps, plans_per_image=plans)
         height, width = images.shape[1:3]
         for i, sample in enumerate(group):
+            sample.prompt_embeds = b""  # used up: the rest of the way it would only weigh on the transport
             sample.image = encode_png(result.images[i])
             sample.clean_image = encode_png(result.clean[i])
             for artifact in sample.artifacts:

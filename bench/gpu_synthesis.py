@@ -25,22 +25,10 @@ from tools.flux.engine import FluxEngine  # noqa: E402
 
 
 def build(device: str):
-    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    """FLUX.1-dev's transformer and VAE with random weights, bf16, on ``device``."""
+    from factory.models.flux import random_flux_dev
 
-    from factory.models.flux import FluxComponents
-
-    torch.manual_seed(0)
-    torch.set_default_dtype(torch.bfloat16)
-    with torch.device(device):
-        transformer = FluxTransformer2DModel(guidance_embeds=True)  # FLUX.1-dev shapes
-        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=16,
-                            block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                            up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, use_quant_conv=False,
-                            use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611)
-    torch.set_default_dtype(torch.float32)
-    for m in (transformer, vae):
-        m.eval().requires_grad_(False)
-    return FluxComponents(transformer, vae, None, None, None, None, {"flux": "random FLUX.1-dev shapes"})
+    return random_flux_dev(torch.device(device), torch.bfloat16, text=False)
 
 
 def main() -> None:

@@ -43,9 +43,10 @@ class SourceConfig(Strict):
 
 # ----------------------------------------------------------------------------------------- models
 class ModelSpec(Strict):
-    """Where one model comes from. ``tiny`` builds a random model of the production class offline."""
+    """Where one model comes from. ``tiny`` builds a random model of the production class offline;
+    ``random`` (FLUX only, for benchmarks) builds the production-size architecture with random weights."""
 
-    kind: Literal["tiny", "pretrained"] = "tiny"
+    kind: Literal["tiny", "pretrained", "random"] = "tiny"
     path: str | None = Field(None, description="local folder or Hugging Face id (pretrained only)")
     revision: str | None = None
     local_files_only: bool = Field(True, description="never download at run time unless asked")
@@ -85,6 +86,15 @@ class ModelsConfig(Strict):
     segmentation_family: Literal["sam", "sam2"] = "sam"
     flux: ModelSpec = ModelSpec()
     lpips: ModelSpec = ModelSpec()
+
+    @model_validator(mode="after")
+    def _random_only_for_flux(self) -> ModelsConfig:
+        for name in ("grounding", "segmentation", "lpips"):
+            if getattr(self, name).kind == "random":
+                raise ValueError(f"{name}: kind 'random' is for flux only (benchmarks at production size)")
+        if self.vlm.model.kind == "random":
+            raise ValueError("vlm.model: kind 'random' is for flux only (benchmarks at production size)")
+        return self
 
 
 # ------------------------------------------------------------------------------------- perception
@@ -256,6 +266,25 @@ class StageConfig(Strict):
         return ray.data.ActorPoolStrategy(min_size=self.min_actors, max_size=self.max_actors)
 
 
+class SynthesisStageConfig(StageConfig):
+    """The synthesis pool, plus how its transformer runs: none of this changes a sample's content
+    beyond float rounding, so it is not part of the config hash."""
+
+    compile: Literal["never", "on_cuda", "always"] = Field(
+        "never", description="torch.compile the FLUX transformer (on_cuda: only where the actor has a GPU)")
+    compile_backend: str = Field("inductor", description="torch.compile backend")
+    warmup: bool = Field(True, description="when compiled or sizing its calls by memory: one call on a blank "
+                                           "largest-size photo at actor start, before any sample")
+    memory_fraction: float | None = Field(
+        None, gt=0, le=1, description="on CUDA: photos per engine call chosen so the peak memory measured at "
+                                      "warm-up stays under this share of the GPU; None: the whole batch at once")
+    fp8: bool = Field(False, description="float8 weights and activations in the transformer's linear layers "
+                                         "(torchao; H100-class GPUs; pip install '.[fp8]')")
+    text_encoders_in: Literal["synthesis", "perception"] = Field(
+        "synthesis", description="where captions are encoded: perception keeps CLIP and T5-XXL (~9.5 GB) off "
+                                 "the synthesis GPU and sends the embeddings along with the sample")
+
+
 class VLMServiceConfig(Strict):
     """The run's shared VLM servers (``factory.vlm_service``)."""
 
@@ -280,7 +309,7 @@ class FactoryConfig(Strict):
                                          description="stop the job when one stage failed this share of the window")
     overplan: float = Field(1.2, ge=1, description="plan this many times the estimated work per round")
     perception: StageConfig = StageConfig()
-    synthesis: StageConfig = StageConfig()
+    synthesis: SynthesisStageConfig = SynthesisStageConfig()
     curation: StageConfig = StageConfig()
     vlm: VLMServiceConfig = VLMServiceConfig()
     ray_address: str | None = Field(None, description="None: join RAY_ADDRESS or start a local Ray")

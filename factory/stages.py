@@ -131,7 +131,10 @@ def _free_accelerator_memory() -> None:
 
 
 class PerceptionStage(PoolStage):
-    """describe (VLM service) → ground + segment (Grounding DINO, SAM) → plan."""
+    """describe (VLM service) → ground + segment (Grounding DINO, SAM) → [encode prompt (CLIP, T5)] → plan.
+
+    Describe, ground + segment and encode prompt run once per photo for all its seeds; the plan is
+    drawn per seed. The prompt is encoded here when ``factory.synthesis.text_encoders_in`` says so."""
 
     name = "perception"
 
@@ -141,21 +144,53 @@ class PerceptionStage(PoolStage):
         from agents.planner import PlanArtifacts
         from factory.models.perception import load_grounding, load_segmentation
 
-        return [Describe(connect_vlm(config, vlm), config.perception.max_phrases),
-                GroundAndSegment(load_grounding(config.models), load_segmentation(config.models), config.perception),
-                PlanArtifacts(config.perception, config.tools)]
+        steps: list[Step] = [
+            Describe(connect_vlm(config, vlm), config.perception.max_phrases),
+            GroundAndSegment(load_grounding(config.models), load_segmentation(config.models), config.perception)]
+        if config.factory.synthesis.text_encoders_in == "perception":
+            from agents.encode_prompt import EncodePrompt
+            from factory.models.common import resolve_dtype
+            from factory.models.flux import load_flux
+
+            steps.append(EncodePrompt(load_flux(config.models, image=False), config.injection.max_sequence_length,
+                                      resolve_dtype(config.models)))
+        return [*steps, PlanArtifacts(config.perception, config.tools)]
 
 
 class SynthesisStage(PoolStage):
-    """synthesize (FLUX inversion + injection)."""
+    """synthesize (FLUX inversion + injection), with the transformer as ``factory.synthesis`` says:
+    float8, compiled, warmed up, and the photos per engine call sized from the memory measured at
+    warm-up."""
 
     name = "synthesis"
 
     def build(self, config: Config, vlm: VLMClient | None) -> list[Step]:
         from agents.synthesis import Synthesize
-        from factory.models.flux import load_flux
+        from factory.models.flux import float8_transformer, load_flux
 
-        return [Synthesize(load_flux(config.models), config.injection)]
+        run = config.factory.synthesis
+        components = load_flux(config.models, text=run.text_encoders_in == "synthesis")
+        if run.fp8:
+            float8_transformer(components.transformer)
+        step = Synthesize(components, config.injection)
+        cuda = step.engine.device.type == "cuda"
+        compiled = run.compile == "always" or (run.compile == "on_cuda" and cuda)
+        if compiled:
+            step.engine.forward = torch.compile(components.transformer.forward, backend=run.compile_backend)
+        sized = run.memory_fraction is not None and cuda
+        if run.warmup and (compiled or sized):
+            side = config.image.max_side - config.image.max_side % config.image.cell  # the largest photo
+            plans = config.factory.seeds_together
+            start = time.perf_counter()
+            peak = step.warm_up(side, side, plans)
+            if sized:
+                total = torch.cuda.get_device_properties(step.engine.device).total_memory
+                held = torch.cuda.memory_allocated(step.engine.device)
+                step.max_photos_per_call = max(1, int((run.memory_fraction * total - held) // max(peak, 1)))
+            log.info("synthesis warm-up (%d×%d, %d plans, compiled=%s): %.1f s, %.2f GiB per photo; %s photos per call",
+                     side, side, plans, compiled, time.perf_counter() - start, peak / 2**30,
+                     step.max_photos_per_call or "all")
+        return [step]
 
 
 class CurationStage(PoolStage):

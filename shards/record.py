@@ -78,6 +78,7 @@ class Sample:
     artifacts: list[Artifact] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     failure: dict[str, Any] = field(default_factory=dict)  # stage, type, message, traceback; never stored
+    prompt_embeds: bytes = b""  # the caption encoded for FLUX, when perception encodes it; never stored
 
     # ---------------------------------------------------------------------------------- states
     def reject(self, reason: str) -> Sample:

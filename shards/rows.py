@@ -43,7 +43,7 @@ def check_fields(value: Any, dtype: pa.DataType, path: str) -> None:
 
 
 def sample_to_row(sample: Sample, transport: bool = False) -> dict[str, Any]:
-    """One sample as a row of ``SHARD_SCHEMA`` (with ``failure`` when ``transport``)."""
+    """One sample as a row of ``SHARD_SCHEMA`` (with ``failure`` and ``prompt_embeds`` when ``transport``)."""
     for name in ("plan", "provenance"):  # free-form dicts in Python, typed structs in Arrow
         check_fields(getattr(sample, name), SHARD_SCHEMA.field(name).type, name)
     row = {
@@ -64,6 +64,7 @@ def sample_to_row(sample: Sample, transport: bool = False) -> dict[str, Any]:
     }
     if transport:
         row["failure"] = sample.failure or None
+        row["prompt_embeds"] = sample.prompt_embeds or None
     return row
 
 
@@ -122,6 +123,7 @@ def row_to_sample(row: dict[str, Any]) -> Sample:
         artifacts=[_artifact(a) for a in row.get("artifacts") or []],
         provenance=_nested(row.get("provenance")),
         failure=_nested(row.get("failure")),
+        prompt_embeds=row.get("prompt_embeds") or b"",
         **images,
     )
 

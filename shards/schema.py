@@ -177,5 +177,6 @@ SHARD_SCHEMA = _FIELDS.with_metadata({
     "flawforge": json.dumps({"schema_version": SCHEMA_VERSION}),
 })
 
-# Between Ray Data stages a sample travels in the stored form plus its failure (never stored).
-TRANSPORT_SCHEMA = _FIELDS.append(pa.field("failure", FAILURE_TYPE))
+# Between Ray Data stages a sample travels in the stored form plus its failure and its encoded prompt
+# (when perception encodes it for synthesis); neither is stored.
+TRANSPORT_SCHEMA = _FIELDS.append(pa.field("failure", FAILURE_TYPE)).append(pa.field("prompt_embeds", pa.binary()))

@@ -79,3 +79,32 @@ def test_missing_local_vlm_folder(tmp_path):
                                             "models.vlm.model.path": str(tmp_path / "qwen")}).models
     with pytest.raises(ModelNotFoundError, match="qwen"):
         load_vlm(models)
+
+
+def test_random_flux_dev_has_the_production_sizes():
+    """``models.flux.kind: random`` (the GPU benchmarks' model): FLUX.1-dev's architecture, built on the
+    meta device here (no memory), in the requested dtype, ready for inference."""
+    import torch
+
+    from factory.models.flux import random_flux_dev
+
+    parts = random_flux_dev(torch.device("meta"), torch.bfloat16)
+    billions = {name: sum(p.numel() for p in getattr(parts, name).parameters()) / 1e9
+                for name in ("transformer", "vae", "text_encoder", "text_encoder_2")}
+    assert round(billions["transformer"], 2) == 11.90 and round(billions["text_encoder_2"], 2) == 4.76
+    assert round(billions["text_encoder"], 3) == 0.123 and round(billions["vae"], 3) == 0.084
+    assert parts.transformer.config.num_layers == 19 and parts.transformer.config.num_single_layers == 38
+    assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in parts.transformer.parameters())
+    assert not parts.transformer.training
+    image_only = random_flux_dev(torch.device("meta"), torch.bfloat16, text=False)
+    assert image_only.text_encoder_2 is None and image_only.transformer is not None
+
+
+def test_kind_random_is_for_flux_only():
+    import pytest
+
+    from factory.config import ConfigError, load_config
+
+    assert load_config("flux-dev", overrides={"models.flux.kind": "random"}).models.flux.kind == "random"
+    with pytest.raises(ConfigError, match="for flux only"):
+        load_config("tiny", overrides={"models.grounding.kind": "random"})

@@ -200,14 +200,18 @@ def test_failed_write_leaves_nothing(tmp_path: Path, samples: list[Sample]) -> N
     assert count_rows(target) == 4  # the committed shard is untouched
 
 
-def test_transport_is_the_stored_schema_plus_failure(samples: list[Sample]) -> None:
+def test_transport_is_the_stored_schema_plus_failure_and_prompt(samples: list[Sample]) -> None:
     failed = Sample(sample_id="f", source_id="x", seed=1).fail("synthesis", RuntimeError("CUDA error"))
-    table = samples_to_table([*samples, failed], transport=True)
+    encoded = Sample(sample_id="e", source_id="x", seed=2, prompt_embeds=b"safetensors bytes")
+    table = samples_to_table([*samples, failed, encoded], transport=True)
     assert table.schema.remove_metadata() == TRANSPORT_SCHEMA.remove_metadata()
-    assert TRANSPORT_SCHEMA.remove_metadata().names == [*SHARD_SCHEMA.names, "failure"]
+    assert TRANSPORT_SCHEMA.remove_metadata().names == [*SHARD_SCHEMA.names, "failure", "prompt_embeds"]
     assert not any(pa.types.is_string(f.type) and f.name in ("plan", "provenance") for f in TRANSPORT_SCHEMA)
     back = table_to_samples(table)
-    assert back[:-1] == samples and back[-1] == failed and back[-1].failure["stage"] == "synthesis"
+    assert back[:-2] == samples and back[-2] == failed and back[-2].failure["stage"] == "synthesis"
+    assert back[-1] == encoded
+    stored = table_to_samples(samples_to_table([encoded]))[0]  # never written to a shard
+    assert stored.prompt_embeds == b""
 
 
 def test_a_field_the_schema_lacks_is_refused_not_dropped(samples: list[Sample]) -> None:

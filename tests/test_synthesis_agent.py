@@ -91,3 +91,77 @@ def test_a_photos_seeds_share_perception_and_inversion_with_the_same_output():
     # The seeds of a photo drew different plans from the one perception.
     plans = [tuple(tuple(x.cells) for x in s.artifacts) for s in synthesized if s.source_id == "samples/astronaut"]
     assert len(set(plans)) > 1
+
+
+def _two_photos(**overrides):
+    """A tiny config with ``overrides`` and the transport batch of two photos' first three seeds."""
+    import pyarrow as pa
+
+    from factory.pipeline import candidates
+    from factory.stages import decode_sources, work_schema
+
+    config = load_config("tiny", overrides={"factory.seeds_together": 3, "factory.perception.batch_size": 6,
+                                            "factory.synthesis.batch_size": 6, **overrides})
+    items = [w for w in candidates(config) if w.source_id in ("samples/astronaut", "samples/chelsea")][:6]
+    return config, decode_sources(pa.Table.from_pylist([w.__dict__ for w in items], schema=work_schema()),
+                                  config.model_dump_json())
+
+
+def _images(table) -> dict[str, np.ndarray]:
+    from shards.rows import table_to_samples
+
+    return {s.sample_id: decode_array(s.image) for s in table_to_samples(table) if s.image}
+
+
+def test_prompts_encoded_in_perception_give_the_same_images_and_are_never_stored():
+    from factory.stages import PerceptionStage, SynthesisStage
+    from shards.rows import samples_to_table, table_to_samples
+
+    config, work = _two_photos()
+    here = _images(SynthesisStage(config.model_dump_json())(PerceptionStage(config.model_dump_json())(work)))
+
+    config, work = _two_photos(**{"factory.synthesis.text_encoders_in": "perception"})
+    synthesis = SynthesisStage(config.model_dump_json())
+    assert synthesis.steps[0].engine.c.text_encoder_2 is None  # T5 is not on the synthesis actor
+    perceived = PerceptionStage(config.model_dump_json())(work)
+    assert all(s.prompt_embeds for s in table_to_samples(perceived) if s.is_pending)
+    done = synthesis(perceived)
+    there = _images(done)
+    assert here.keys() == there.keys() and len(here) >= 4
+    for key in here:
+        assert np.array_equal(here[key], there[key]), key
+    stored = samples_to_table(table_to_samples(done))
+    assert "prompt_embeds" not in stored.column_names
+    assert not any(s.prompt_embeds for s in table_to_samples(done))  # dropped once used
+
+
+def test_compiled_warmed_up_and_one_photo_per_call_give_the_same_images():
+    """``compile`` "always" (eager backend on CPU: the torch.compile path without a C++ toolchain),
+    the warm-up call at start, and photos split into one engine call each."""
+    from factory.stages import PerceptionStage, SynthesisStage
+
+    config, work = _two_photos()
+    perceived = PerceptionStage(config.model_dump_json())(work)
+    plain = SynthesisStage(config.model_dump_json())
+    reference = _images(plain(perceived))
+
+    config, _ = _two_photos(**{"factory.synthesis.compile": "always", "factory.synthesis.compile_backend": "eager"})
+    compiled = SynthesisStage(config.model_dump_json())
+    step = compiled.steps[0]
+    assert step.engine.forward is not step.engine.c.transformer.forward  # wrapped by torch.compile
+    calls = []
+    run = step.engine.run
+    step.engine.run = lambda images, *a, **kw: calls.append(len(images)) or run(images, *a, **kw)
+    step.max_photos_per_call = 1
+    images = _images(compiled(perceived))
+    assert calls == [1, 1]
+    assert images.keys() == reference.keys()
+    for key in reference:
+        assert np.abs(images[key].astype(int) - reference[key].astype(int)).max() <= 2, key
+
+
+def test_fp8_without_a_float8_gpu_stops_with_the_reason():
+    from factory.models.flux import float8_transformer
+
+    with pytest.raises(RuntimeError, match="float8"):
+        float8_transformer(tiny_flux(0).transformer)

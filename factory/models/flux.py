@@ -45,37 +45,93 @@ TINY_VELOCITY_GAIN = 3.0
 
 @dataclass
 class FluxComponents:
-    transformer: FluxTransformer2DModel
-    vae: AutoencoderKL
-    text_encoder: CLIPTextModel
-    tokenizer: PreTrainedTokenizerBase
-    text_encoder_2: T5EncoderModel
-    tokenizer_2: PreTrainedTokenizerBase
+    """A FLUX pipeline's parts; a part not loaded (``load_flux``'s ``image`` / ``text``) is None."""
+
+    transformer: FluxTransformer2DModel | None
+    vae: AutoencoderKL | None
+    text_encoder: CLIPTextModel | None
+    tokenizer: PreTrainedTokenizerBase | None
+    text_encoder_2: T5EncoderModel | None
+    tokenizer_2: PreTrainedTokenizerBase | None
     provenance: dict[str, str] = field(default_factory=dict)
 
 
-def load_flux(models: ModelsConfig) -> FluxComponents:
+def load_flux(models: ModelsConfig, image: bool = True, text: bool = True) -> FluxComponents:
+    """The transformer and VAE (``image``) and the text encoders with their tokenizers (``text``)."""
     device, dtype = resolve_device(models), resolve_dtype(models)
     if models.flux.kind == "tiny":
         parts = tiny_flux(models.seed)
+    elif models.flux.kind == "random":
+        parts = random_flux_dev(device, dtype, image=image, text=text, seed=models.seed)
     else:
         spec = models.flux
 
-        def sub(cls, name, **kw):
-            return load_pretrained(f"FLUX {name}", spec, cls.from_pretrained, subfolder=name, **kw)
+        def sub(cls, name, wanted, **kw):
+            return load_pretrained(f"FLUX {name}", spec, cls.from_pretrained, subfolder=name, **kw) if wanted else None
 
         parts = FluxComponents(
-            transformer=sub(FluxTransformer2DModel, "transformer", dtype=dtype),
-            vae=sub(AutoencoderKL, "vae", dtype=dtype),
-            text_encoder=sub(CLIPTextModel, "text_encoder", dtype=dtype),
-            tokenizer=sub(CLIPTokenizer, "tokenizer"),
-            text_encoder_2=sub(T5EncoderModel, "text_encoder_2", dtype=dtype),
-            tokenizer_2=sub(T5TokenizerFast, "tokenizer_2"),
+            transformer=sub(FluxTransformer2DModel, "transformer", image, dtype=dtype),
+            vae=sub(AutoencoderKL, "vae", image, dtype=dtype),
+            text_encoder=sub(CLIPTextModel, "text_encoder", text, dtype=dtype),
+            tokenizer=sub(CLIPTokenizer, "tokenizer", text),
+            text_encoder_2=sub(T5EncoderModel, "text_encoder_2", text, dtype=dtype),
+            tokenizer_2=sub(T5TokenizerFast, "tokenizer_2", text),
             provenance={"flux": spec.path or "", "flux_revision": spec.revision or "main"},
         )
+    if not image:
+        parts.transformer = parts.vae = None
+    if not text:
+        parts.text_encoder = parts.tokenizer = parts.text_encoder_2 = parts.tokenizer_2 = None
     for module in (parts.transformer, parts.vae, parts.text_encoder, parts.text_encoder_2):
-        module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        if module is not None:
+            module.to(device=device, dtype=dtype).eval().requires_grad_(False)
     return parts
+
+
+def random_flux_dev(device: torch.device, dtype: torch.dtype, image: bool = True, text: bool = True,
+                    seed: int = 0) -> FluxComponents:
+    """FLUX.1-dev's architecture with random weights, built in place on ``device`` (no download, no
+    disk): the 12B transformer (19 double + 38 single blocks), the 16-channel VAE, CLIP-L and T5-XXL,
+    with the tiny tokenizers (any token ids fit the real vocabularies). For benchmarks only."""
+    parts = FluxComponents(None, None, None, None, None, None, {"flux": f"random FLUX.1-dev shapes (seed={seed})"})
+    previous = torch.get_default_dtype()
+    torch.manual_seed(seed)
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            if image:
+                parts.transformer = FluxTransformer2DModel(guidance_embeds=True)
+                parts.vae = AutoencoderKL(
+                    in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(128, 256, 512, 512),
+                    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                    layers_per_block=2, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.1159,
+                    scaling_factor=0.3611)
+            if text:
+                parts.text_encoder = CLIPTextModel(CLIPTextConfig(
+                    hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                    projection_dim=768, max_position_embeddings=CLIP_MAX_LENGTH))
+                parts.text_encoder_2 = T5EncoderModel(T5Config(
+                    vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                    feed_forward_proj="gated-gelu", is_gated_act=True))
+                parts.tokenizer, parts.tokenizer_2 = tiny_clip_tokenizer(), tiny_t5_tokenizer()
+    finally:
+        torch.set_default_dtype(previous)
+    for module in (parts.transformer, parts.vae, parts.text_encoder, parts.text_encoder_2):
+        if module is not None:
+            module.eval().requires_grad_(False)
+    return parts
+
+
+def float8_transformer(transformer: FluxTransformer2DModel) -> None:
+    """Float8 weights and dynamically scaled float8 activations in every linear layer (torchao), in place.
+    Needs a GPU with float8 tensor cores (compute capability 8.9+: H100, L40S) and the ``fp8`` extra."""
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9):
+        raise RuntimeError("factory.synthesis.fp8 needs a CUDA GPU with float8 support (compute capability 8.9+)")
+    try:
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, quantize_
+    except ImportError:
+        raise RuntimeError("factory.synthesis.fp8 needs torchao: pip install '.[fp8]'") from None
+    quantize_(transformer, Float8DynamicActivationFloat8WeightConfig())
 
 
 @functools.lru_cache(maxsize=4)

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from tools.flux.processor import InjectionProcessor, InjectionState
+from tools.flux.text import encode_captions
 from tools.grid import Grid
 
 
@@ -115,16 +116,9 @@ class FluxEngine:
         self.forward: Callable = transformer.forward  # replace with torch.compile(...) to compile
 
     # ------------------------------------------------------------------------------ text
-    @torch.no_grad()
     def encode_prompt(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """CLIP-L pooled embedding and T5 token embeddings of each caption."""
-        clip = self.c.tokenizer(captions, padding="max_length", max_length=min(77, self.c.tokenizer.model_max_length),
-                                truncation=True, return_tensors="pt")
-        pooled = self.c.text_encoder(clip.input_ids.to(self.c.text_encoder.device)).pooler_output
-        t5 = self.c.tokenizer_2(captions, padding="max_length", max_length=self.cfg.max_sequence_length,
-                                truncation=True, return_tensors="pt")
-        embeds = self.c.text_encoder_2(t5.input_ids.to(self.c.text_encoder_2.device)).last_hidden_state
-        return embeds.to(self.device, self.dtype), pooled.to(self.device, self.dtype)
+        """CLIP-L pooled embedding and T5 token embeddings of each caption (``tools.flux.text``)."""
+        return encode_captions(self.c, captions, self.cfg.max_sequence_length, self.device, self.dtype)
 
     # ------------------------------------------------------------------------------- VAE
     @torch.no_grad()
