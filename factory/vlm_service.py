@@ -6,7 +6,8 @@ engines, each taking its own share of a GPU). So the driver starts ``factory.vlm
 ``VLMServer`` actors (each holding ``factory.vlm.num_gpus``) once per run, and the stages get a
 ``VLMClient`` over their handles: the same ``generate_json`` as a local backend, each call sent to
 the next server in turn. Backend ``openai`` already is a service (any OpenAI-compatible server), so
-its client is the local ``OpenAIBackend`` and no actor is started. A server that dies is restarted
+its client is the local ``OpenAIBackend`` and no actor is started; backend ``scripted`` holds no model,
+so each stage keeps its own. A server that dies is restarted
 by Ray; a call that meets a dead or restarting server raises, and the stage fails that batch (it is
 retried, never rejected).
 """
@@ -75,10 +76,11 @@ class VLMClient:
 
 def start_vlm_service(config: Config) -> VLMClient | None:
     """Start the run's VLM servers, without waiting for them to load; ``None`` for backend ``openai``
-    (the stages talk to its server)."""
+    (the stages talk to its server) and ``scripted`` (no model: each stage answers itself, sparing the
+    run a process start)."""
     import ray
 
-    if config.models.vlm.backend == "openai":
+    if config.models.vlm.backend in ("openai", "scripted"):
         return None
     service = config.factory.vlm
     server_cls = ray.remote(num_gpus=service.num_gpus, num_cpus=service.num_cpus, max_restarts=-1,
@@ -96,7 +98,7 @@ def stop_vlm_service(client: VLMClient | None) -> None:
 
 
 def connect_vlm(config: Config, client: VLMClient | None):
-    """The VLM a stage uses: the run's shared service, or (backend ``openai``) its own server client."""
+    """The VLM a stage uses: the run's shared service, or (backends ``openai``, ``scripted``) its own."""
     if client is not None:
         return client
     from factory.models.vlm import load_vlm

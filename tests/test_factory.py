@@ -93,7 +93,7 @@ def test_tiny_run_end_to_end(tmp_path):
 def test_resume_after_repeated_kill_9_of_the_whole_job(tmp_path):
     """kill -9 the driver and everything it started, three times at random moments, then the same
     command: exactly n unique accepted, committed shards never rewritten, no temporaries left."""
-    out, n = tmp_path / "run", 10
+    out, n = tmp_path / "run", 24  # long enough that a third kill still lands mid-run
     args = _factory_cmd(out, n, "--set", "output.rows_per_file=2", "--set", "output.flush_seconds=0.01")
     rng = random.Random(20261125)
     committed: dict[str, bytes] = {}
