@@ -273,8 +273,8 @@ class SynthesisStageConfig(StageConfig):
     compile: Literal["never", "on_cuda", "always"] = Field(
         "never", description="torch.compile the FLUX transformer (on_cuda: only where the actor has a GPU)")
     compile_backend: str = Field("inductor", description="torch.compile backend")
-    warmup: bool = Field(True, description="when compiled or sizing its calls by memory: one call on a blank "
-                                           "largest-size photo at actor start, before any sample")
+    warmup: bool = Field(True, description="when compiled: one call on a blank largest-size photo at actor "
+                                           "start, before any sample (always made when memory_fraction is set)")
     memory_fraction: float | None = Field(
         None, gt=0, le=1, description="on CUDA: photos per engine call chosen so the peak memory measured at "
                                       "warm-up stays under this share of the GPU; None: the whole batch at once")

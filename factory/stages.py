@@ -178,7 +178,7 @@ class SynthesisStage(PoolStage):
         if compiled:
             step.engine.forward = torch.compile(components.transformer.forward, backend=run.compile_backend)
         sized = run.memory_fraction is not None and cuda
-        if run.warmup and (compiled or sized):
+        if sized or (compiled and run.warmup):  # sizing needs the warm-up's measurement
             side = config.image.max_side - config.image.max_side % config.image.cell  # the largest photo
             plans = config.factory.seeds_together
             start = time.perf_counter()

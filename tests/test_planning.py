@@ -45,7 +45,7 @@ def test_blocks_never_split_a_photo():
 
 def test_batches_must_hold_a_photos_seeds_together():
     with pytest.raises(ConfigError, match="synthesis.batch_size .* multiple of seeds_together"):
-        load_config("tiny", overrides={"factory.seeds_together": 4, "factory.perception.batch_size": 8})
+        load_config("tiny", overrides={"factory.seeds_together": 3, "factory.perception.batch_size": 6})
 
 
 def test_pools_autoscale_between_their_bounds():
