@@ -125,3 +125,32 @@ def test_openai_backend_raises_when_the_server_is_unreachable():
     request = VLMRequest(*prompts.triplet_check("remove", "cat", "ear"), [Image.new("RGB", (8, 8))])
     with pytest.raises(VLMUnavailableError, match="127.0.0.1:9.*APIConnectionError after 2 attempts"):
         backend.generate_json([request])
+
+
+@pytest.mark.slow
+def test_the_vlm_service_loads_while_the_pools_start_and_a_failed_start_says_so(tmp_path):
+    """``start_vlm_service`` returns at once; the model id arrives on first use; a server that cannot
+    load its model raises, on first use, the error a stage turns into failed (retried) samples."""
+    import ray
+
+    from factory.vlm_service import start_vlm_service, stop_vlm_service
+
+    ray.init(num_cpus=1, include_dashboard=False, ignore_reinit_error=True)
+    try:
+        working = start_vlm_service(load_config("tiny", overrides={"models.vlm.backend": "transformers"}))
+        assert working._model_id is None  # not waited for
+        request = VLMRequest(*prompts.caption_vocabulary(), images=[Image.new("RGB", (64, 64))])
+        assert working.generate_json([request])[0].raw is not None
+        assert working.model_id.startswith("tiny")
+        stop_vlm_service(working)
+
+        missing = tmp_path / "no-such-model"
+        broken = start_vlm_service(load_config("tiny", overrides={
+            "models.vlm.backend": "transformers", "models.vlm.model.kind": "pretrained",
+            "models.vlm.model.path": str(missing)}))
+        with pytest.raises(RuntimeError, match="the VLM server could not start"):
+            broken.model_id
+        stop_vlm_service(broken)
+        assert start_vlm_service(load_config("tiny")) is None  # scripted: each stage answers itself
+    finally:
+        ray.shutdown()
