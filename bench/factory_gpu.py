@@ -67,7 +67,8 @@ def planned_batch(config: Config, photos: int):
     table = decode_sources(pa.Table.from_pylist([w.__dict__ for w in items], schema=work_schema()), config_json)
     perception = PerceptionStage(config_json)
     planned = perception(table)
-    del perception
+    del perception  # its T5 leaves the GPU before the synthesis stage loads
+    free_memory()
     return planned
 
 
@@ -89,9 +90,7 @@ def synthesis_only(config: Config, batch, repeats: int) -> dict:
         best = min(best, time.perf_counter() - tic)
     synthesized = sum(bool(s.image) for s in table_to_samples(out))
     del stage
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    free_memory()
     return {"start_up_seconds": round(start_up, 1), "samples_per_batch": synthesized, "pending_in": pending,
             "seconds_per_batch": round(best, 3), "samples_per_hour": round(synthesized / best * 3600, 1)}
 
@@ -119,6 +118,12 @@ def factory(config: Config, n: int) -> dict:
         "synthesis_busy_share": round(min(synthesis_seconds / steady, 1.0), 3),
         "per_tool": report["per_tool"],
     }
+
+
+def free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def sync() -> None:
