@@ -7,7 +7,7 @@ config sections it reads; ``__call__`` fills in or rejects the samples it is giv
 still pending, or, for a step whose ``applies_to`` is "accepted" (explain), those already accepted.
 Infrastructure errors are raised, never turned into rejections (``factory.stages`` fails the batch).
 
-A step whose answer depends only on the photo (describe, ground + segment) sets ``per_photo``:
+A step whose answer depends only on the photo (describe, ground + segment, encode prompt) sets ``per_photo``:
 ``call_step`` runs it once per photo of the batch and gives that photo's other samples (its other
 seeds) the same answer, so perceiving a photo costs the same for one seed as for k.
 """

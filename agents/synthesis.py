@@ -51,8 +51,8 @@ class Synthesize:
             before = torch.cuda.memory_allocated()
         images = np.full((1, height, width, 3), 127, dtype=np.uint8)
         cells = [torch.tensor([0])] * plans
-        width_of_text = self.engine.cfg.max_sequence_length
-        embeds = torch.zeros(plans, width_of_text, self.engine.c.transformer.config.joint_attention_dim,
+        text_tokens = self.engine.cfg.max_sequence_length
+        embeds = torch.zeros(plans, text_tokens, self.engine.c.transformer.config.joint_attention_dim,
                              device=self.engine.device, dtype=self.engine.dtype)
         pooled = torch.zeros(plans, self.engine.c.transformer.config.pooled_projection_dim,
                              device=self.engine.device, dtype=self.engine.dtype)
@@ -74,10 +74,10 @@ class Synthesize:
         for seeds in photos.values():
             shape = pixels.array(seeds[0]).shape[:2]
             batches[(*shape, len(seeds))].append(seeds)
-        step = self.max_photos_per_call or len(photos) or 1
+        per_call = self.max_photos_per_call or len(photos) or 1
         for (_, _, plans), group in batches.items():
-            for start in range(0, len(group), step):
-                self._synthesize(group[start:start + step], plans, pixels)
+            for start in range(0, len(group), per_call):
+                self._synthesize(group[start:start + per_call], plans, pixels)
 
     def _synthesize(self, photos: list[list[Sample]], plans: int, pixels: Pixels) -> None:
         inj = self.injection
