@@ -3,7 +3,7 @@ blocks, 24 × 128 heads) and a FLUX-shaped VAE in bf16, one image inverted and d
 injection (25 + 25 steps by default, the paper's schedule). Prints seconds per image, the
 transformer's achieved TFLOP/s and MFU, and peak GPU memory. Needs a CUDA GPU.
 
-    python bench/gpu_synthesis.py [--side 1024] [--steps 25] [--batch 1] [--compile] [--cache-device cpu]
+    python bench/gpu_synthesis.py [--side 1024] [--steps 25] [--batch 1] [--compile] [--fp8] [--cache-device cpu]
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--solver", default="euler", choices=["euler", "fireflow"])
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--fp8", action="store_true", help="float8 linear layers (torchao; pip install '.[fp8]')")
     parser.add_argument("--cache-device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
@@ -45,6 +46,10 @@ def main() -> None:
         sys.exit("bench/gpu_synthesis.py needs a CUDA GPU")
     device = "cuda"
     components = build(device)
+    if args.fp8:
+        from factory.models.flux import float8_transformer
+
+        float8_transformer(components.transformer)
     injection = load_config("flux-dev", overrides={
         "injection.num_steps": args.steps, "injection.solver": args.solver,
         "injection.value_steps": min(15, args.steps), "injection.cache_device": args.cache_device,
@@ -85,7 +90,7 @@ def main() -> None:
     achieved = flop / min(transformer_times) / 1e12
     print(json.dumps({
         "device": torch.cuda.get_device_name(), "side": args.side, "batch": args.batch, "steps": args.steps,
-        "solver": args.solver, "compile": args.compile, "cache_device": args.cache_device,
+        "solver": args.solver, "compile": args.compile, "fp8": args.fp8, "cache_device": args.cache_device,
         "seconds_per_image": round(seconds / args.batch, 3), "warmup_seconds": round(warmup, 1),
         "transformer_forwards": forwards, "transformer_TFLOP_per_image": round(flop / args.batch / 1e12, 1),
         "achieved_TFLOPs": round(achieved, 1), "MFU_vs_989": round(achieved / H100_BF16_DENSE_TFLOPS, 3),
