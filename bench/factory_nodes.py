@@ -23,6 +23,7 @@ def run_on_cluster(nodes: int, n: int) -> dict:
     import ray
     from ray.cluster_utils import Cluster
     from ray.util.state import list_actors
+    from ray.util.state.exception import RayStateApiException
 
     from factory.config import load_config
     from factory.pipeline import run_factory
@@ -45,7 +46,7 @@ def run_on_cluster(nodes: int, n: int) -> dict:
             try:
                 synthesis_actors.update(a.actor_id for a in list_actors(filters=[("state", "=", "ALIVE")])
                                         if "SynthesisStage" in (a.class_name or ""))
-            except Exception:  # the state API is best effort while the cluster starts
+            except (RayStateApiException, ConnectionError):  # the state API may not answer while the cluster starts
                 pass
             time.sleep(1.0)
 

@@ -308,6 +308,8 @@ class FactoryConfig(Strict):
     breaker_failure_share: float = Field(0.5, gt=0, le=1,
                                          description="stop the job when one stage failed this share of the window")
     overplan: float = Field(1.2, ge=1, description="plan this many times the estimated work per round")
+    max_blocks: int = Field(10_000, ge=1, description="most Ray Data blocks a round is cut into (a block is about "
+                                                      "one batch of the largest stage, more for a huge round)")
     perception: StageConfig = StageConfig()
     synthesis: SynthesisStageConfig = SynthesisStageConfig()
     curation: StageConfig = StageConfig()

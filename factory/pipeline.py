@@ -104,9 +104,10 @@ def build_dataset(items: list[WorkItem], config: Config, vlm: VLMClient | None =
     # CPU beside the actor pools: the deadlock of a pool that holds every CPU).
     # A block holds whole photos (their seeds share perception and inversion) and about one batch of
     # the largest stage, so every actor gets work as soon as the round starts (a huge round: at most
-    # ~10,000 blocks).
+    # about factory.max_blocks blocks).
     table = pa.Table.from_pylist([w.__dict__ for w in items], schema=work_schema())
-    rows = max(max(getattr(config.factory, name).batch_size for name in STAGES), math.ceil(len(items) / 10_000))
+    largest_batch = max(getattr(config.factory, name).batch_size for name in STAGES)
+    rows = max(largest_batch, math.ceil(len(items) / config.factory.max_blocks))
     ds = ray.data.from_arrow([table.slice(start, stop - start) for start, stop in photo_blocks(items, rows)])
     # Decoding asks for the perception actors' resources, so Ray Data fuses it into them: no task
     # workers that each import torch and the agents just to decode a few photos.
