@@ -315,6 +315,8 @@ class FactoryConfig(Strict):
     curation: StageConfig = StageConfig()
     vlm: VLMServiceConfig = VLMServiceConfig()
     ray_address: str | None = Field(None, description="None: join RAY_ADDRESS or start a local Ray")
+    ray_dashboard: bool = Field(True, description="start Ray's dashboard with a local Ray (about 2 s of start-up "
+                                                  "on 2 CPUs); no effect when joining a running cluster")
 
     @model_validator(mode="after")
     def _photo_batches(self) -> FactoryConfig:

@@ -133,9 +133,10 @@ def init_ray(config: Config) -> None:
     import ray
 
     if not ray.is_initialized():
-        # No address: join the cluster of `ray job submit` (RAY_ADDRESS) or start a local instance.
+        # No address: join the cluster of `ray job submit` (RAY_ADDRESS) or start a local instance
+        # (with Ray's dashboard where factory.ray_dashboard says so; joining a cluster ignores it).
         ray.init(address=config.factory.ray_address, log_to_driver=True,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+                 include_dashboard=config.factory.ray_dashboard)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = True
 

@@ -11,6 +11,7 @@ to 8-bit RGB; anything unusable raises ``ImageRejected`` with a short reason cod
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import warnings
@@ -103,17 +104,22 @@ def _parquet_items(uri: str, config: SourceConfig) -> list[SourceItem]:
     return items
 
 
+@functools.lru_cache(maxsize=None)
+def _sample_photo_png(name: str) -> bytes:
+    """A bundled scikit-image photo as PNG bytes (shipped, no download; encoded once per process)."""
+    from skimage import data as skdata
+
+    buf = io.BytesIO()
+    Image.fromarray(getattr(skdata, name)()).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def read_bytes(item: SourceItem) -> bytes:
     """The file's bytes (samples are encoded to PNG from scikit-image's arrays)."""
     if item.data:
         return item.data
     if item.uri.startswith("samples://"):
-        from skimage import data as skdata
-
-        array = getattr(skdata, item.uri.removeprefix("samples://"))()  # shipped, no download
-        buf = io.BytesIO()
-        Image.fromarray(array).save(buf, format="PNG")
-        return buf.getvalue()
+        return _sample_photo_png(item.uri.removeprefix("samples://"))
     with fsspec.open(item.uri, "rb") as f:
         return f.read()
 

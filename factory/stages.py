@@ -23,6 +23,7 @@ A crashed actor process is restarted by Ray Data (unlimited restarts and task re
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -43,34 +44,49 @@ log = logging.getLogger("flawforge.stages")
 def decode_sources(batch: pa.Table, config_json: str) -> pa.Table:
     """Work items (sample_id, source_id, seed, uri, data) → samples with ``real_image`` set.
 
-    Runs as plain Ray tasks (CPU): reading bytes, decoding, EXIF transpose, RGB, and resizing to
-    the processed size. A bad or missing file becomes a rejected sample with the reason; any other
-    error (a storage outage, permissions, a bug) fails the sample, so the source is tried again.
+    Runs where the perception actors run (CPU): reading bytes, decoding, EXIF transpose, RGB, and
+    resizing to the processed size, once per photo for all its seeds in the batch. A bad or missing
+    file becomes a rejected sample with the reason; any other error (a storage outage, permissions,
+    a bug) fails the sample, so the source is tried again.
     """
-    from factory.sources import ImageRejected, SourceItem, decode_source, prepare_image, read_bytes
-
     config = Config.model_validate_json(config_json)
-    samples = []
+    samples, photos = [], {}
     for item in batch.to_pylist():
         sample = Sample(sample_id=item["sample_id"], source_id=item["source_id"], seed=int(item["seed"]))
         sample.source = SourceInfo(uri=item["uri"])
         start = time.perf_counter()
-        try:
-            data = item["data"] if item["data"] else read_bytes(SourceItem(item["source_id"], item["uri"]))
-            decoded = decode_source(data, config.source)
-            rgb = prepare_image(decoded.rgb, config.image)
-            sample.source = SourceInfo(uri=item["uri"], width=decoded.width, height=decoded.height,
-                                       sha256=decoded.sha256)
-            sample.real_image = encode_png(np.ascontiguousarray(rgb))
-        except ImageRejected as err:
-            sample.reject(f"bad_input:{err.reason}")
-        except (FileNotFoundError, IsADirectoryError) as err:  # the listing names a file that is not there
-            sample.reject(f"bad_input:missing:{type(err).__name__}")
-        except Exception as err:  # storage outage, permissions, a bug: retried, never used up
-            sample.fail("decode", err)
+        key = (item["source_id"], item["uri"])
+        if key not in photos:
+            photos[key] = _decode_photo(item, config)
+        outcome = photos[key]
+        if isinstance(outcome, tuple):
+            sample.source, sample.real_image = dataclasses.replace(outcome[0]), outcome[1]
+        elif isinstance(outcome, str):
+            sample.reject(outcome)
+        else:  # storage outage, permissions, a bug: retried, never used up
+            sample.fail("decode", outcome)
         sample.provenance = {"timings": {"decode": time.perf_counter() - start}}
         samples.append(sample)
     return samples_to_table(samples, transport=True)
+
+
+def _decode_photo(item: dict, config: Config) -> tuple[SourceInfo, bytes] | str | Exception:
+    """One photo's source info and processed PNG, or the rejection reason (the data said no), or the
+    exception (the infrastructure did)."""
+    from factory.sources import ImageRejected, SourceItem, decode_source, prepare_image, read_bytes
+
+    try:
+        data = item["data"] if item["data"] else read_bytes(SourceItem(item["source_id"], item["uri"]))
+        decoded = decode_source(data, config.source)
+        rgb = prepare_image(decoded.rgb, config.image)
+    except ImageRejected as err:
+        return f"bad_input:{err.reason}"
+    except (FileNotFoundError, IsADirectoryError) as err:  # the listing names a file that is not there
+        return f"bad_input:missing:{type(err).__name__}"
+    except Exception as err:  # noqa: BLE001 — returned, and the sample fails with it
+        return err
+    info = SourceInfo(uri=item["uri"], width=decoded.width, height=decoded.height, sha256=decoded.sha256)
+    return info, encode_png(np.ascontiguousarray(rgb))
 
 
 class PoolStage:

@@ -93,24 +93,37 @@ def test_an_unexpected_exception_fails_the_batch_with_its_traceback_and_rejectio
     assert "Traceback" in bug[0].failure["traceback"] and 'raise KeyError("a bug")' in bug[0].failure["traceback"]
 
 
-def test_decode_rejects_bad_files_and_fails_on_storage_errors(tmp_path):
+def test_decode_rejects_bad_files_and_fails_on_storage_errors_once_per_photo(tmp_path, monkeypatch):
     import pyarrow as pa
 
+    import factory.sources
+
     (tmp_path / "notes.jpg").write_text("not an image")
+    Image.fromarray(skdata.chelsea()).save(tmp_path / "cat.png")
     locked = tmp_path / "locked.png"
     Image.fromarray(skdata.coffee()).save(locked)
     locked.chmod(0)
-    rows = [{"sample_id": name, "source_id": name, "seed": 0, "uri": str(tmp_path / name), "data": b""}
-            for name in ("notes.jpg", "gone.png", "locked.png")]
+    reads = []
+    read_bytes = factory.sources.read_bytes
+    monkeypatch.setattr(factory.sources, "read_bytes", lambda item: reads.append(item.uri) or read_bytes(item))
+    rows = [{"sample_id": f"{name}@{seed}", "source_id": name, "seed": seed, "uri": str(tmp_path / name), "data": b""}
+            for name in ("notes.jpg", "gone.png", "locked.png", "cat.png") for seed in (0, 1)]
     try:
         out = {s.sample_id: s for s in table_to_samples(decode_sources(
             pa.Table.from_pylist(rows, schema=work_schema()), load_config("tiny").model_dump_json()))}
     finally:
         locked.chmod(0o644)
-    assert out["notes.jpg"].status == "rejected" and out["notes.jpg"].reject_reason.startswith("bad_input:")
-    assert out["gone.png"].reject_reason.startswith("bad_input:missing")
-    if os.geteuid() != 0:  # root reads any file
-        assert out["locked.png"].status == "failed" and out["locked.png"].failure["type"] == "PermissionError"
+    for seed in (0, 1):  # a photo's seeds in one batch share its outcome
+        assert out[f"notes.jpg@{seed}"].status == "rejected"
+        assert out[f"notes.jpg@{seed}"].reject_reason.startswith("bad_input:")
+        assert out[f"gone.png@{seed}"].reject_reason.startswith("bad_input:missing")
+        if os.geteuid() != 0:  # root reads any file
+            assert out[f"locked.png@{seed}"].status == "failed"
+            assert out[f"locked.png@{seed}"].failure["type"] == "PermissionError"
+        assert out[f"cat.png@{seed}"].status == "pending" and out[f"cat.png@{seed}"].seed == seed
+    assert out["cat.png@0"].real_image == out["cat.png@1"].real_image
+    assert out["cat.png@0"].source == out["cat.png@1"].source and out["cat.png@0"].source is not out["cat.png@1"].source
+    assert sorted(reads) == sorted({row["uri"] for row in rows})  # each photo read once
 
 
 def test_circuit_breaker_needs_enough_failures_of_one_stage_in_the_window():
