@@ -10,6 +10,7 @@ classifier is not used): ``*.safetensors`` preferred, else a ``torch.save``d sta
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,8 +24,6 @@ WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")  # preference order in
 
 
 def load_lpips(models: ModelsConfig):
-    import lpips
-
     spec = models.lpips
     if spec.kind == "tiny":
         metric = tiny_lpips(models.seed)
@@ -35,10 +34,10 @@ def load_lpips(models: ModelsConfig):
                 "LPIPS", "alexnet",
                 f"torchvision's AlexNet weights are not in {cached.parent}; fetch them once on a machine with "
                 "internet with `python -c \"import torchvision; torchvision.models.alexnet(weights='DEFAULT')\"`")
-        metric = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=False, verbose=False)
+        metric = alex_lpips(pnet_rand=False)
     else:
         path = Path(spec.path or "")
-        metric = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
+        metric = alex_lpips(pnet_rand=True)
         try:
             set_alexnet_features(metric.net, read_alexnet_weights(path))
         except ValueError as err:
@@ -48,10 +47,19 @@ def load_lpips(models: ModelsConfig):
 
 def tiny_lpips(seed: int):
     """LPIPS with the package's linear heads on a random AlexNet built under ``seed``."""
+    with seeded(seed):
+        return alex_lpips(pnet_rand=True)
+
+
+def alex_lpips(pnet_rand: bool):
+    """``lpips.LPIPS`` on AlexNet with the package's linear heads; ``pnet_rand``: AlexNet left random
+    (else torchvision's ImageNet weights from the hub cache). The package still calls torchvision with
+    the deprecated ``pretrained=`` argument: those two warnings are its, not ours, and are silenced."""
     import lpips
 
-    with seeded(seed):
-        return lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="torchvision.models._utils")
+        return lpips.LPIPS(net="alex", pretrained=True, pnet_rand=pnet_rand, verbose=False)
 
 
 def alexnet_weights_file(path: Path) -> Path:
