@@ -43,6 +43,7 @@ class Ledger:
     reasons: Counter = field(default_factory=Counter)
     planned_by_tool: Counter = field(default_factory=Counter)
     accepted_by_tool: Counter = field(default_factory=Counter)
+    in_dataset_by_tool: Counter = field(default_factory=Counter)  # labelled artifacts of accepted images
     stage_seconds: Counter = field(default_factory=Counter)
     stage_rows: Counter = field(default_factory=Counter)
     files: int = 0
@@ -62,6 +63,7 @@ class Ledger:
         for artifact in sample.artifacts:
             self.planned_by_tool[artifact.tool] += 1
             self.accepted_by_tool[artifact.tool] += artifact.accepted
+            self.in_dataset_by_tool[artifact.tool] += artifact.accepted and sample.status == "accepted"
         for stage, seconds in (sample.provenance.get("timings") or {}).items():
             self.stage_seconds[stage] += seconds
             self.stage_rows[stage] += 1
@@ -175,16 +177,36 @@ class ShardBuffer:
         self.last_flush = time.monotonic()
 
 
+def rebalanced_tool_shares(shares: dict[str, float], in_dataset_by_tool: Counter) -> dict[str, float] | None:
+    """Plan shares that steer the dataset's artifacts (the labelled artifacts of accepted images)
+    toward the configured mix: each tool's share scaled by its target share over its share of the
+    dataset so far, then normalised (one step of a fixed-point iteration: a tool that passes curation
+    less often, or finds fewer candidates, is planned more). None until every tool with a share has
+    an artifact in the dataset.
+
+    A run never steers itself: a sample's plan is a function of the config and its seed alone, so a
+    resumed or repeated run reproduces it. The next run takes these shares through ``--set``."""
+    planned = {tool: share for tool, share in shares.items() if share > 0}
+    total = sum(in_dataset_by_tool[tool] for tool in planned)
+    if not planned or any(in_dataset_by_tool[tool] == 0 for tool in planned):
+        return None
+    target = {tool: share / sum(planned.values()) for tool, share in planned.items()}
+    steered = {tool: target[tool] * target[tool] / (in_dataset_by_tool[tool] / total) for tool in planned}
+    return {tool: round(value / sum(steered.values()), 4) for tool, value in steered.items()}
+
+
 def build_report(n: int, output: OutputDir, config: Config, rounds: list[dict], processed: int,
                  resumed_with: int, elapsed: float) -> dict[str, Any]:
     """Counts from the committed shards themselves, so the report always matches the data."""
     ledger = output.scan()
     per_tool = {
         tool: {"planned": ledger.planned_by_tool[tool], "accepted": ledger.accepted_by_tool[tool],
+               "in_dataset": ledger.in_dataset_by_tool[tool],
                "acceptance": round(ledger.accepted_by_tool[tool] / ledger.planned_by_tool[tool], 4)
                if ledger.planned_by_tool[tool] else None}
         for tool in TOOLS
     }
+    shares = rebalanced_tool_shares(config.perception.tool_shares, ledger.in_dataset_by_tool)
     per_stage = {
         stage: {"samples": ledger.stage_rows[stage],
                 "seconds_per_sample": round(ledger.stage_seconds[stage] / ledger.stage_rows[stage], 4)}
@@ -197,6 +219,10 @@ def build_report(n: int, output: OutputDir, config: Config, rounds: list[dict], 
         "total": len(ledger.status),
         "rejected_by_reason": dict(sorted(ledger.reasons.items())),
         "per_tool": per_tool,
+        # For the dataset's artifacts to follow perception.tool_shares in the next run (rebalanced_tool_shares).
+        "tool_shares_for_the_configured_mix": shares,
+        "set_tool_shares": None if shares is None else
+        "perception.tool_shares={" + ", ".join(f"{tool}: {share}" for tool, share in shares.items()) + "}",
         "per_stage": per_stage,
         "shards": ledger.files,
         "rounds": rounds,

@@ -61,8 +61,26 @@ def assert_valid_run(out: Path, n: int) -> list:
     assert report["accepted"] == n and report["total"] == len(samples)
     assert report["rejected"] == len(samples) - n
     assert sum(report["rejected_by_reason"].values()) == report["rejected"]
+    for tool, counts in report["per_tool"].items():  # the dataset's artifacts, per tool
+        assert counts["in_dataset"] == sum(a.tool == tool for s in accepted for a in s.artifacts)
     assert (out / "README.md").read_text().startswith("---")
     return samples
+
+
+def test_tool_shares_for_the_configured_mix_plan_more_of_what_reaches_the_dataset_less():
+    from collections import Counter
+
+    from factory.output import rebalanced_tool_shares
+
+    even = {"add": 0.25, "remove": 0.25, "distort": 0.25, "fuse": 0.25}
+    assert rebalanced_tool_shares(even, Counter(add=10, remove=10, distort=10, fuse=10)) == even
+    # fuse reached the dataset half as often as each other tool: plan it twice as much, relative.
+    steered = rebalanced_tool_shares(even, Counter(add=10, remove=10, distort=10, fuse=5))
+    assert steered == pytest.approx({"add": 0.2, "remove": 0.2, "distort": 0.2, "fuse": 0.4}, abs=1e-4)
+    assert rebalanced_tool_shares(even, Counter(add=10, remove=10, distort=10)) is None  # no fuse yet
+    # A tool without a share is left out; the others are steered among themselves.
+    assert rebalanced_tool_shares({"add": 0.5, "remove": 0.5, "distort": 0.0, "fuse": 0.0},
+                                  Counter(add=30, remove=10)) == pytest.approx({"add": 0.25, "remove": 0.75})
 
 
 def test_tiny_run_end_to_end(tmp_path):
