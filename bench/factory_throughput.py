@@ -67,7 +67,13 @@ def main() -> None:
         "sequential": {"seconds": round(seq_seconds, 2), "processed": seq_processed, "accepted": seq_accepted,
                        "accepted_per_minute": round(seq_rate, 2)},
         "factory": {"seconds": round(ray_seconds, 2), "processed": report["total"], "accepted": report["accepted"],
-                    "accepted_per_minute": round(ray_rate, 2), "per_stage": report["per_stage"]},
+                    "accepted_per_minute": round(ray_rate, 2),
+                    # where the factory's time went: Ray's start, then per round the wait for the first
+                    # row (actors starting, importing, loading models) and the whole round
+                    "startup_seconds": report["startup_seconds"],
+                    "rounds": [{k: r.get(k) for k in ("round", "planned", "first_row_seconds", "seconds")}
+                               for r in report["rounds"]],
+                    "per_stage": report["per_stage"]},
         "ratio_factory_over_sequential": round(ray_rate / seq_rate, 3),
     }, indent=2))
     print("\nRay Data per-stage stats of the factory run:\n" + stats)

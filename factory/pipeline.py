@@ -161,10 +161,12 @@ def run_factory(n: int, config: Config, out: str) -> dict[str, Any]:
     pool = list(candidates(config))
     failures = Failures(config.factory)
     rounds: list[dict[str, Any]] = []
-    processed, stopped, vlm = 0, None, None
+    processed, stopped, vlm, startup = 0, None, None, 0.0
     if ledger.accepted < n:
+        start = time.perf_counter()
         init_ray(config)
         vlm = start_vlm_service(config)
+        startup = time.perf_counter() - start
         try:
             rounds, processed, stopped = _run_rounds(n, config, output, ledger, pool, failures, vlm)
         finally:
@@ -174,6 +176,7 @@ def run_factory(n: int, config: Config, out: str) -> dict[str, Any]:
         stopped = failures.describe(stage, f"{len(failures.given_up())} sample(s) {config.factory.max_attempts} times each")
 
     report = build_report(n, output, config, rounds, processed, resumed_with, time.time() - started)
+    report["startup_seconds"] = round(startup, 2)  # Ray (a local instance, or joining the cluster) and the VLM service
     report["failed"] = failures.report()
     report["stopped"] = stopped
     output.write_json("report.json", report)
@@ -206,8 +209,11 @@ def _run_rounds(n: int, config: Config, output: OutputDir, ledger: Ledger, pool:
         buffer = ShardBuffer(output, config, ledger)
         dataset = build_dataset(items, config, vlm)
         failed_this_round = 0
+        round_start = time.perf_counter()
         try:
             for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+                # Until the first row: the pools' actors start and load their models (compile, warm up).
+                round_info.setdefault("first_row_seconds", round(time.perf_counter() - round_start, 2))
                 for sample in table_to_samples(batch):
                     if sample.status == "failed":  # never committed: planned again in a later round
                         entry = failures.record(sample)
@@ -236,6 +242,7 @@ def _run_rounds(n: int, config: Config, output: OutputDir, ledger: Ledger, pool:
                 raise
         buffer.flush()
         output.append_text("ray_data_stats.txt", f"=== round {round_info['round']} ===\n{_stats(dataset)}\n")
+        round_info["seconds"] = round(time.perf_counter() - round_start, 2)
         round_info["finished"] = len(ledger.status) - finished
         round_info["failed"] = failed_this_round
         round_info["accepted_total"] = ledger.accepted

@@ -61,6 +61,9 @@ def assert_valid_run(out: Path, n: int) -> list:
     assert report["accepted"] == n and report["total"] == len(samples)
     assert report["rejected"] == len(samples) - n
     assert sum(report["rejected_by_reason"].values()) == report["rejected"]
+    assert report["startup_seconds"] >= 0
+    for round_info in report["rounds"]:  # the wait for the first row is part of its round
+        assert 0 <= round_info.get("first_row_seconds", 0) <= round_info["seconds"]
     for tool, counts in report["per_tool"].items():  # the dataset's artifacts, per tool
         assert counts["in_dataset"] == sum(a.tool == tool for s in accepted for a in s.artifacts)
     assert (out / "README.md").read_text().startswith("---")
