@@ -37,7 +37,7 @@ class Describe:
 
     def __call__(self, samples: list[Sample], pixels: Pixels) -> None:
         answers = self.vlm.generate_json([VLMRequest(*prompts.caption_vocabulary(), images=[pixels.image(s)],
-                                                     name="caption_vocabulary") for s in samples])
+                                                     name="caption_vocabulary", key=s.source_id) for s in samples])
         for sample, answer in zip(samples, answers):
             if not answer.ok:  # the model's answer is unusable (a transport failure raises instead)
                 sample.reject(f"vlm_invalid_answer:{answer.error}"[:300])

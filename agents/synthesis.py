@@ -4,7 +4,8 @@ A sample's artifacts (target → reference cells, from perception's plan) form o
 samples of one photo (its seeds: the same pixels and caption) share one inversion: the engine
 inverts the photo once and denoises its k mappings from that trajectory and value cache, the same
 output as inverting once per seed at (steps/k + steps) instead of 2·steps transformer passes.
-Photos of one size with the same number of samples run through the engine as one batch. Each
+Each photo group (the seeds planned together) is one engine call, never batched with other photos:
+batched kernels round differently, and a sample's pixels must not depend on its neighbours. Each
 artifact gets ``region``: the COCO RLE of the engine's ``change_mask`` of its own target cells
 (the cells dilated by ``injection.dilation_cells``): the pixels it may change, and its label. The
 union of a sample's regions is exactly the mask the engine composited with.
@@ -33,12 +34,11 @@ if TYPE_CHECKING:  # the config sections' types; agents never import the factory
 class Synthesize:
     name = "synthesize"
 
-    def __init__(self, components, injection: InjectionConfig, max_photos_per_call: int | None = None):
+    def __init__(self, components, injection: InjectionConfig):
         self.injection = injection
         transformer = components.transformer
         self.engine = FluxEngine(components, injection, device=transformer.device, dtype=transformer.dtype)
         self.provenance = dict(components.provenance)
-        self.max_photos_per_call = max_photos_per_call  # None: every photo of a batch in one engine call
 
     def warm_up(self, height: int, width: int, plans: int) -> int:
         """One engine call on a blank ``height`` × ``width`` photo with ``plans`` one-cell mappings (compiles
@@ -69,15 +69,10 @@ class Synthesize:
                 sample.reject("no_artifact_planned")
                 continue
             photos[photo_key(sample), sample.caption].append(sample)
-        # Engine batches: photos of one size, each with the same number of plans.
-        batches: dict[tuple[int, int, int], list[list[Sample]]] = defaultdict(list)
+        # One engine call per photo group: a sample's pixels never depend on which other photos shared
+        # its batch (batched kernels round differently), so the same plan gives the same bytes.
         for seeds in photos.values():
-            shape = pixels.array(seeds[0]).shape[:2]
-            batches[(*shape, len(seeds))].append(seeds)
-        per_call = self.max_photos_per_call or len(photos) or 1
-        for (_, _, plans), group in batches.items():
-            for start in range(0, len(group), per_call):
-                self._synthesize(group[start:start + per_call], plans, pixels)
+            self._synthesize([seeds], len(seeds), pixels)
 
     def _synthesize(self, photos: list[list[Sample]], plans: int, pixels: Pixels) -> None:
         inj = self.injection

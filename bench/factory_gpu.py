@@ -48,11 +48,10 @@ def bench_config(side: int, smoke: bool) -> Config:
         "models.grounding": {"kind": "tiny"}, "models.segmentation": {"kind": "tiny"},
         "models.lpips": {"kind": "tiny"}, "models.vlm": {"backend": "scripted"},
         "image.min_short_side": min(side, 480), "image.max_side": side,
-        "factory.seeds_per_image": 16, "factory.expected_yield": 0.2,
+        "factory.seeds_per_image": 16,
         "factory.vlm": {"actors": 1, "num_gpus": 0},
         "factory.perception": {"min_actors": 1, "max_actors": 1, "batch_size": 8, "num_gpus": 0.1},
         "factory.synthesis.min_actors": 1, "factory.synthesis.max_actors": 1, "factory.synthesis.num_gpus": 0.8,
-        "factory.synthesis.memory_fraction": 0.6,  # the GPU is shared with T5 and the stand-ins
         "factory.curation": {"min_actors": 1, "max_actors": 1, "batch_size": 8, "num_gpus": 0.1},
     })
 

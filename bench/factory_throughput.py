@@ -68,11 +68,11 @@ def main() -> None:
                        "accepted_per_minute": round(seq_rate, 2)},
         "factory": {"seconds": round(ray_seconds, 2), "processed": report["total"], "accepted": report["accepted"],
                     "accepted_per_minute": round(ray_rate, 2),
-                    # where the factory's time went: Ray's start, then per round the wait for the first
-                    # row (actors starting, importing, loading models) and the whole round
+                    # where the factory's time went: Ray's start, then per stream the wait for the first
+                    # row (actors starting, importing, loading models) and the whole stream
                     "startup_seconds": report["startup_seconds"],
-                    "rounds": [{k: r.get(k) for k in ("round", "planned", "first_row_seconds", "seconds")}
-                               for r in report["rounds"]],
+                    "streams": [{k: r.get(k) for k in ("stream", "planned", "first_row_seconds", "seconds")}
+                                for r in report["streams"]],
                     "per_stage": report["per_stage"]},
         "ratio_factory_over_sequential": round(ray_rate / seq_rate, 3),
     }, indent=2))

@@ -274,10 +274,7 @@ class SynthesisStageConfig(StageConfig):
         "never", description="torch.compile the FLUX transformer (on_cuda: only where the actor has a GPU)")
     compile_backend: str = Field("inductor", description="torch.compile backend")
     warmup: bool = Field(True, description="when compiled: one call on a blank largest-size photo at actor "
-                                           "start, before any sample (always made when memory_fraction is set)")
-    memory_fraction: float | None = Field(
-        None, gt=0, le=1, description="on CUDA: photos per engine call chosen so the peak memory measured at "
-                                      "warm-up stays under this share of the GPU; None: the whole batch at once")
+                                           "start, before any sample")
     fp8: bool = Field(False, description="float8 weights and activations in the transformer's linear layers "
                                          "(torchao; H100-class GPUs; pip install '.[fp8]')")
     text_encoders_in: Literal["synthesis", "perception"] = Field(
@@ -299,17 +296,18 @@ class FactoryConfig(Strict):
     seeds_per_image: int = Field(4, ge=1, description="most seeds tried per source image")
     seeds_together: int = Field(1, ge=1, description="seeds of a photo planned together: perceived once and "
                                                      "inverted once for all of them (the output is the same)")
-    expected_yield: float = Field(0.5, gt=0, le=1, description="accepted share assumed before any round ends")
-    max_rounds: int = Field(20, ge=1)
-    round_retries: int = Field(3, ge=0, description="replans of a round whose stream failed (lost node, ...)")
+    max_streams: int = Field(20, ge=1, description="streams per run (a new one only to retry failed samples, "
+                                                   "or after a stream broke)")
+    stream_retries: int = Field(3, ge=0, description="replans after the stream itself failed (lost node, ...)")
+    reorder_buffer: int = Field(512, ge=1, description="finished rows held while an earlier sample of the plan "
+                                                       "is unfinished; full behind a failed sample: retry it")
     max_attempts: int = Field(3, ge=1, description="tries per sample in one run before it is left for a re-run")
     breaker_window: int = Field(32, ge=1, description="the circuit breaker looks at this many latest samples")
     breaker_min_failures: int = Field(8, ge=1, description="failures of one stage in the window before it may trip")
     breaker_failure_share: float = Field(0.5, gt=0, le=1,
                                          description="stop the job when one stage failed this share of the window")
-    overplan: float = Field(1.2, ge=1, description="plan this many times the estimated work per round")
-    max_blocks: int = Field(10_000, ge=1, description="most Ray Data blocks a round is cut into (a block is about "
-                                                      "one batch of the largest stage, more for a huge round)")
+    max_blocks: int = Field(10_000, ge=1, description="most Ray Data blocks a stream is cut into (a block is "
+                                                      "about one batch of the largest stage, more for a huge plan)")
     perception: StageConfig = StageConfig()
     synthesis: SynthesisStageConfig = SynthesisStageConfig()
     curation: StageConfig = StageConfig()
@@ -354,6 +352,7 @@ class Config(Strict):
                                           "gpu_memory_utilization"}}
         data = self.model_dump(mode="json", exclude={"factory": True, "output": True, "source": True, "models": where})
         data["factory_seed"] = self.factory.seed
+        data["seeds_together"] = self.factory.seeds_together  # a photo group is one engine batch: its bits
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

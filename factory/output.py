@@ -195,7 +195,7 @@ def rebalanced_tool_shares(shares: dict[str, float], in_dataset_by_tool: Counter
     return {tool: round(value / sum(steered.values()), 4) for tool, value in steered.items()}
 
 
-def build_report(n: int, output: OutputDir, config: Config, rounds: list[dict], processed: int,
+def build_report(n: int, output: OutputDir, config: Config, streams: list[dict], processed: int,
                  resumed_with: int, elapsed: float) -> dict[str, Any]:
     """Counts from the committed shards themselves, so the report always matches the data."""
     ledger = output.scan()
@@ -225,7 +225,7 @@ def build_report(n: int, output: OutputDir, config: Config, rounds: list[dict], 
         "perception.tool_shares={" + ", ".join(f"{tool}: {share}" for tool, share in shares.items()) + "}",
         "per_stage": per_stage,
         "shards": ledger.files,
-        "rounds": rounds,
+        "streams": streams,
         "processed_this_run": processed,
         "resumed_with": resumed_with,
         "elapsed_seconds": round(elapsed, 2),

@@ -1,20 +1,34 @@
-"""The factory job's driver: rounds of Ray Data streaming (decode → perceive → synthesize → curate) until
-exactly ``n`` accepted samples are committed to Parquet shards.
+"""The factory job's driver: one Ray Data stream (decode → perceive → synthesize → curate) over the
+plan, committing rows to Parquet shards until exactly ``n`` accepted samples are committed.
 
-Resume and exactness rest on one rule: **a sample is finished when the shard holding it has been
-committed** (written to a temporary name, then renamed). On start the job scans the committed
-shards of ``--out``; those sample ids, accepted or rejected, are never planned again. Work is
-planned in rounds of (source image, seed) pairs sized from the yield measured so far; the driver
-streams finished rows from Ray Data, commits them in shards, and stops the stream the moment the
-n-th accepted row is committed (surplus rows in flight are dropped, not written, so they are not
-"finished" and nothing is duplicated). A changed config on an existing ``--out`` is refused.
+**The same command commits the same rows.** Plan order is fixed by the config (``candidates``): a
+photo's ``seeds_together`` seeds form a *group* that always runs together. The driver commits the
+plan order's contiguous prefix up to and including the n-th accepted sample: rows that finish
+early wait in a bounded reorder buffer (``factory.reorder_buffer``) until every row before them has
+finished, so actor counts, block sizes, timing, kills and resumes never change which rows are
+committed. Ray Data yields rows in block order (``preserve_order``), so the buffer only fills while
+an earlier sample waits for its retry.
+
+Resume rests on one rule: **a sample is finished when the shard holding it has been committed**
+(written to a temporary name, then renamed). On start the job scans the committed shards of
+``--out``; the plan's committed prefix is never planned again, and a group cut by the n-th
+acceptance runs whole again (its committed rows are recomputed and dropped), so a sample's pixels
+never depend on where a run stopped. A changed config on an existing ``--out`` is refused.
+
+**One stream per job.** The stream covers the rest of the plan, so actor pools, loaded models and
+compiled graphs live for the whole job; Ray Data's backpressure keeps only a few blocks in flight
+and the driver ends the stream at the n-th acceptance. A new stream (pools started again) is
+needed only to retry failed samples once the reorder buffer is full or the stream has ended, or
+after the stream itself broke (a lost node).
 
 A sample the infrastructure failed (``status == "failed"``: a server down, out of memory, a bug)
-is never committed: its traceback goes to ``OUT/errors.jsonl``, it is planned again in a later
-round (at most ``factory.max_attempts`` tries per run), and when one stage fails a large share of
+is never committed: its traceback goes to ``OUT/errors.jsonl``, its group is retried in the next
+stream (at most ``factory.max_attempts`` tries per run), and when one stage fails a large share of
 the latest samples the circuit breaker stops the job with ``StageFailingError`` — the sources stay
-unconsumed, and the same command resumes once the cause is fixed. The output folder, ledger and
-report live in ``factory.output``, the failure bookkeeping in ``factory.failures``.
+unconsumed, and the same command resumes once the cause is fixed. A sample that used up its
+attempts blocks the prefix, so the job stops with the same line rather than skip it. The output
+folder, ledger and report live in ``factory.output``, the failure bookkeeping in
+``factory.failures``.
 """
 
 from __future__ import annotations
@@ -24,7 +38,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import pyarrow as pa
@@ -33,12 +47,12 @@ from factory import __version__ as CODE_VERSION
 from factory.config import Config
 from factory.failures import Failures, StageFailingError
 from factory.output import Ledger, OutputDir, OutputMismatchError, ShardBuffer, build_report
-from factory.stages import STAGES, decode_sources, sample_seed, work_schema
+from factory.stages import STAGES, ActorStarts, decode_sources, sample_seed, work_schema
 from factory.vlm_service import VLMClient, start_vlm_service, stop_vlm_service
 from shards.record import Sample, make_sample_id
 from shards.rows import table_to_samples
 
-__all__ = ["OutputMismatchError", "StageFailingError", "candidates", "plan_round", "run_factory"]
+__all__ = ["OutputMismatchError", "StageFailingError", "candidates", "plan_stream", "run_factory"]
 log = logging.getLogger("flawforge.factory")
 
 
@@ -49,13 +63,14 @@ class WorkItem:
     seed: int
     uri: str
     data: bytes = b""
+    group: int = 0  # the photo group's index in plan order: its seeds always run together
 
 
 # ---------------------------------------------------------------------------------- planning
 def candidates(config: Config) -> Iterator[WorkItem]:
-    """All (source, seed) pairs in plan order, a photo's ``seeds_together`` seeds next to each other:
-    every source at seed indices 0 … k−1, then every source at k … 2k−1, ... (k = 1: one seed of every
-    photo before any photo's second)."""
+    """All (source, seed) pairs in plan order, a photo's ``seeds_together`` seeds next to each other as
+    one group: every source at seed indices 0 … k−1, then every source at k … 2k−1, ... (k = 1: one seed
+    of every photo before any photo's second)."""
     from factory.sources import list_sources
 
     items = list_sources(config.source)
@@ -63,48 +78,53 @@ def candidates(config: Config) -> Iterator[WorkItem]:
         raise ValueError(f"source {config.source.uri!r} holds no images")
     config_hash = config.config_hash()
     per_image, together = config.factory.seeds_per_image, config.factory.seeds_together
+    group = 0
     for first in range(0, per_image, together):
         for item in items:
             for seed_index in range(first, min(first + together, per_image)):
                 seed = sample_seed(config.factory.seed, item.source_id, seed_index)
                 yield WorkItem(make_sample_id(item.source_id, seed, config_hash), item.source_id, seed,
-                               item.uri, item.data)
+                               item.uri, item.data, group)
+            group += 1
 
 
-def plan_round(pool: list[WorkItem], done: set[str], needed: int, yield_estimate: float,
-               overplan: float) -> list[WorkItem]:
-    """The next round: enough unfinished pairs to reach ``needed`` accepted at the estimated yield, and
-    the rest of the last photo's seeds that are planned together with it.
+def plan_stream(plan: list[WorkItem], cursor: int, finished: set[str]) -> list[WorkItem]:
+    """The next stream: every group from the one at ``cursor`` on that holds an unfinished sample, whole.
 
-    ``done`` holds the committed samples and those that failed too often in this run."""
-    size = max(math.ceil(needed / max(yield_estimate, 0.05) * overplan), 1)
-    todo = [w for w in pool if w.sample_id not in done]
-    while 0 < size < len(todo) and todo[size].source_id == todo[size - 1].source_id:
-        size += 1
-    return todo[:size]
+    ``finished`` holds the committed samples and those waiting in the reorder buffer. A group runs
+    whole even when some of its samples are finished, so its samples' pixels never depend on which
+    of them happened to finish first; the driver drops the repeated rows."""
+    if cursor >= len(plan):
+        return []
+    start = cursor
+    while start > 0 and plan[start - 1].group == plan[cursor].group:  # the cursor's group from its first seed
+        start -= 1
+    open_groups = {w.group for w in plan[cursor:] if w.sample_id not in finished}
+    return [w for w in plan[start:] if w.group in open_groups]
 
 
 def photo_blocks(items: list[WorkItem], rows: int) -> list[tuple[int, int]]:
-    """(start, stop) of blocks of about ``rows`` items that never split a photo's consecutive seeds."""
+    """(start, stop) of blocks of about ``rows`` items that never split a photo group."""
     blocks, start = [], 0
     for i in range(1, len(items) + 1):
-        if i == len(items) or (i - start >= rows and items[i].source_id != items[i - 1].source_id):
+        if i == len(items) or (i - start >= rows and items[i].group != items[i - 1].group):
             blocks.append((start, i))
             start = i
     return blocks
 
 
-def build_dataset(items: list[WorkItem], config: Config, vlm: VLMClient | None = None):
-    """The streaming graph of one round: decode tasks, then one actor pool per agent; the agents
-    that ask a VLM share the run's ``vlm`` service."""
+def build_dataset(items: list[WorkItem], config: Config, vlm: VLMClient | None = None, actors: Any = None):
+    """The streaming graph of one stream: decoding, then one actor pool per agent; the agents that ask
+    a VLM share the run's ``vlm`` service, and every actor reports its start to ``actors``
+    (``factory.stages.ActorStarts``)."""
     import ray
 
     config_json = config.model_dump_json()
     # Blocks are cut on the driver (no read or repartition tasks, which would each need a whole
     # CPU beside the actor pools: the deadlock of a pool that holds every CPU).
-    # A block holds whole photos (their seeds share perception and inversion) and about one batch of
-    # the largest stage, so every actor gets work as soon as the round starts (a huge round: at most
-    # about factory.max_blocks blocks).
+    # A block holds whole photo groups (their seeds share perception and inversion) and about one
+    # batch of the largest stage, so every actor gets work as soon as the stream starts (a huge plan:
+    # at most about factory.max_blocks blocks).
     table = pa.Table.from_pylist([w.__dict__ for w in items], schema=work_schema())
     largest_batch = max(getattr(config.factory, name).batch_size for name in STAGES)
     rows = max(largest_batch, math.ceil(len(items) / config.factory.max_blocks))
@@ -118,7 +138,7 @@ def build_dataset(items: list[WorkItem], config: Config, vlm: VLMClient | None =
         stage = getattr(config.factory, name)
         ds = ds.map_batches(
             stage_cls,
-            fn_constructor_kwargs={"config_json": config_json, "vlm": vlm},
+            fn_constructor_kwargs={"config_json": config_json, "vlm": vlm, "actors": actors},
             batch_format="pyarrow",
             batch_size=stage.batch_size,
             compute=stage.compute(),
@@ -139,6 +159,7 @@ def init_ray(config: Config) -> None:
                  include_dashboard=config.factory.ray_dashboard)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = True
+    ctx.execution_options.preserve_order = True  # rows arrive in plan (block) order: see the module doc
 
 
 def run_factory(n: int, config: Config, out: str) -> dict[str, Any]:
@@ -158,96 +179,155 @@ def run_factory(n: int, config: Config, out: str) -> dict[str, Any]:
     resumed_with = len(ledger.status)
     log.info("output %s: %d committed samples (%d accepted)", out, resumed_with, ledger.accepted)
 
-    pool = list(candidates(config))
-    failures = Failures(config.factory)
-    rounds: list[dict[str, Any]] = []
-    processed, stopped, vlm, startup = 0, None, None, 0.0
+    job = StreamJob(n, config, output, ledger, list(candidates(config)), Failures(config.factory))
+    vlm, startup = None, 0.0
     if ledger.accepted < n:
+        import ray
+
         start = time.perf_counter()
         init_ray(config)
         vlm = start_vlm_service(config)
+        job.actors = ray.remote(ActorStarts).options(num_cpus=0).remote()
         startup = time.perf_counter() - start
         try:
-            rounds, processed, stopped = _run_rounds(n, config, output, ledger, pool, failures, vlm)
+            job.run(vlm)
         finally:
             stop_vlm_service(vlm)
-    if stopped is None and ledger.accepted < n and failures.given_up():
+    failures = job.failures
+    if job.stopped is None and ledger.accepted < n and failures.given_up():
         stage = max(failures.first_error, key=lambda st: sum(c for (s, _), c in failures.counts.items() if s == st))
-        stopped = failures.describe(stage, f"{len(failures.given_up())} sample(s) {config.factory.max_attempts} times each")
+        job.stopped = failures.describe(stage, f"{len(failures.given_up())} sample(s) {config.factory.max_attempts} "
+                                               "times each")
 
-    report = build_report(n, output, config, rounds, processed, resumed_with, time.time() - started)
+    report = build_report(n, output, config, job.streams, job.processed, resumed_with, time.time() - started)
     report["startup_seconds"] = round(startup, 2)  # Ray (a local instance, or joining the cluster) and the VLM service
+    report["actors_started"] = job.actors_started()
+    report["reorder_buffer"] = {"bound": config.factory.reorder_buffer, "peak": job.peak_held}
     report["failed"] = failures.report()
-    report["stopped"] = stopped
+    report["stopped"] = job.stopped
     output.write_json("report.json", report)
     from shards.card import write_dataset_card
 
     write_dataset_card(output.url, report, config.model_dump(mode="json"), tiny=config.preset == "tiny")
-    if stopped is not None:
-        raise StageFailingError(stopped)
+    if job.stopped is not None:
+        raise StageFailingError(job.stopped)
     return report
 
 
-def _run_rounds(n: int, config: Config, output: OutputDir, ledger: Ledger, pool: list[WorkItem],
-                failures: Failures, vlm: VLMClient | None) -> tuple[list[dict[str, Any]], int, str | None]:
-    """Stream rounds until ``n`` accepted samples are committed, the pool is used up or the breaker trips;
-    returns the rounds' summaries, the samples processed and the breaker's line (or None)."""
-    rounds: list[dict[str, Any]] = []
-    processed = stream_errors = 0
+@dataclass
+class StreamJob:
+    """The driver's state: the plan, the commit cursor and the reorder buffer.
+
+    ``cursor`` is the plan position of the first sample not yet committed; ``held`` holds finished rows
+    at or after it, waiting for every row before them (the reorder buffer). Rows are committed in plan
+    order only, through the n-th accepted one."""
+
+    n: int
+    config: Config
+    output: OutputDir
+    ledger: Ledger
+    plan: list[WorkItem]
+    failures: Failures
+    actors: Any = None  # the ActorStarts actor
+    held: dict[str, Sample] = field(default_factory=dict)
+    cursor: int = 0
+    streams: list[dict[str, Any]] = field(default_factory=list)
+    processed: int = 0
+    peak_held: int = 0
     stopped: str | None = None
-    while ledger.accepted < n and len(rounds) < config.factory.max_rounds and stopped is None:
-        finished = len(ledger.status)
-        estimate = ledger.accepted / finished if finished >= 4 else config.factory.expected_yield
-        items = plan_round(pool, set(ledger.status) | failures.given_up(), n - ledger.accepted, estimate,
-                           config.factory.overplan)
-        if not items:
+
+    def __post_init__(self) -> None:
+        self.buffer = ShardBuffer(self.output, self.config, self.ledger)
+        self._advance()
+
+    @property
+    def done(self) -> bool:
+        return self.buffer.accepted >= self.n or self.cursor >= len(self.plan) or self.stopped is not None
+
+    def run(self, vlm: VLMClient | None) -> None:
+        """Streams until ``n`` accepted are committed, the plan is used up or the breaker trips."""
+        factory, stream_errors = self.config.factory, 0
+        while not self.done and len(self.streams) < factory.max_streams:
+            if self.plan[self.cursor].sample_id in self.failures.given_up():
+                break  # run_factory names the failing stage: the prefix cannot pass this sample
+            items = plan_stream(self.plan, self.cursor, set(self.ledger.status) | set(self.held))
+            info = {"stream": len(self.streams) + 1, "planned": len(items), "from_position": self.cursor}
+            log.info("stream %d: %d samples planned from plan position %d", info["stream"], len(items), self.cursor)
+            dataset = build_dataset(items, self.config, vlm, self.actors)
+            start, before = time.perf_counter(), len(self.ledger.status) + len(self.buffer.rows)
+            try:
+                self._consume(dataset, info, start)
+            except Exception as err:  # agents' errors arrive as failed rows: this is the stream itself (lost node, ...)
+                stream_errors += 1
+                info["error"] = f"{type(err).__name__}: {err}"[:500]
+                log.warning("stream %d failed (%s); replanning from the committed shards (%d/%d)",
+                            info["stream"], info["error"], stream_errors, factory.stream_retries)
+                if stream_errors > factory.stream_retries:
+                    self.buffer.flush()
+                    raise
+            self.buffer.flush()
+            self.output.append_text("ray_data_stats.txt", f"=== stream {info['stream']} ===\n{_stats(dataset)}\n")
+            info.update(seconds=round(time.perf_counter() - start, 2),
+                        committed=len(self.ledger.status) - before + len(self.buffer.rows),
+                        accepted_total=self.ledger.accepted)
+            self.streams.append(info)
+        if self.cursor >= len(self.plan) and self.buffer.accepted < self.n:
             log.warning("every (source, seed) pair is finished: %d of %d accepted; add sources or raise "
-                        "factory.seeds_per_image", ledger.accepted, n)
-            break
-        round_info = {"round": len(rounds) + 1, "planned": len(items), "yield_estimate": round(estimate, 4)}
-        log.info("round %d: %d samples planned (yield estimate %.2f)", round_info["round"], len(items), estimate)
-        buffer = ShardBuffer(output, config, ledger)
-        dataset = build_dataset(items, config, vlm)
-        failed_this_round = 0
-        round_start = time.perf_counter()
-        try:
-            for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-                # Until the first row: the pools' actors start and load their models (compile, warm up).
-                round_info.setdefault("first_row_seconds", round(time.perf_counter() - round_start, 2))
-                for sample in table_to_samples(batch):
-                    if sample.status == "failed":  # never committed: planned again in a later round
-                        entry = failures.record(sample)
-                        output.append_text("errors.jsonl", json.dumps({"round": round_info["round"], **entry}) + "\n")
-                        failed_this_round += 1
-                        continue
-                    failures.finished()
-                    if sample.status == "accepted" and buffer.accepted >= n:
-                        continue  # surplus: never committed, so never finished; a larger --n may redo it
-                    _stamp(sample, config)
-                    buffer.add(sample)
-                    processed += 1
-                if buffer.accepted >= n:
-                    break  # stops the stream: in-flight work is dropped, nothing half-written
-                if stopped := failures.tripped():
-                    log.error("circuit breaker: %s", stopped)
-                    break  # stops the stream; what finished is still committed below
-                buffer.flush_if_due()
-        except Exception as err:  # agents' errors arrive as failed rows: this is the stream itself (lost node, ...)
-            stream_errors += 1
-            round_info["error"] = f"{type(err).__name__}: {err}"[:500]
-            log.warning("round %d failed (%s); replanning from the committed shards (%d/%d)",
-                        round_info["round"], round_info["error"], stream_errors, config.factory.round_retries)
-            if stream_errors > config.factory.round_retries:
-                buffer.flush()
-                raise
-        buffer.flush()
-        output.append_text("ray_data_stats.txt", f"=== round {round_info['round']} ===\n{_stats(dataset)}\n")
-        round_info["seconds"] = round(time.perf_counter() - round_start, 2)
-        round_info["finished"] = len(ledger.status) - finished
-        round_info["failed"] = failed_this_round
-        round_info["accepted_total"] = ledger.accepted
-        rounds.append(round_info)
-    return rounds, processed, stopped
+                        "factory.seeds_per_image", self.ledger.accepted, self.n)
+
+    def _consume(self, dataset, info: dict[str, Any], start: float) -> None:
+        """Read one stream: hold its rows, commit the plan's finished prefix, stop when the job is done,
+        the breaker trips, or the reorder buffer is full while a failed sample blocks the prefix."""
+        info["failed"] = 0
+        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            # Until the first row: the pools' actors start and load their models (compile, warm up).
+            info.setdefault("first_row_seconds", round(time.perf_counter() - start, 2))
+            for sample in table_to_samples(batch):
+                if sample.sample_id in self.ledger.status or sample.sample_id in self.held:
+                    continue  # a finished sample of a group that ran whole again
+                if sample.status == "failed":  # never committed: its group runs again in the next stream
+                    entry = self.failures.record(sample)
+                    self.output.append_text("errors.jsonl", json.dumps({"stream": info["stream"], **entry}) + "\n")
+                    info["failed"] += 1
+                    continue
+                self.failures.finished()
+                self.held[sample.sample_id] = sample
+            self.peak_held = max(self.peak_held, len(self.held))
+            self._advance()
+            if self.done:
+                return  # stops the stream: in-flight work is dropped, nothing half-written
+            if stopped := self.failures.tripped():
+                log.error("circuit breaker: %s", stopped)
+                self.stopped = stopped
+                return  # stops the stream; what finished is still committed
+            if len(self.held) >= self.config.factory.reorder_buffer:
+                log.info("reorder buffer full (%d rows) behind a failed sample: retrying it in a new stream",
+                         len(self.held))
+                return
+            self.buffer.flush_if_due()
+
+    def _advance(self) -> None:
+        """Commit held rows while they continue the plan's finished prefix, through the n-th accepted."""
+        while self.cursor < len(self.plan) and self.buffer.accepted < self.n:
+            sample_id = self.plan[self.cursor].sample_id
+            if sample_id in self.ledger.status:  # committed by an earlier run
+                self.cursor += 1
+            elif sample_id in self.held:
+                sample = self.held.pop(sample_id)
+                _stamp(sample, self.config)
+                self.buffer.add(sample)
+                self.processed += 1
+                self.cursor += 1
+            else:
+                return
+
+    def actors_started(self) -> dict[str, int]:
+        """Actors each pool started in this run (every stream starts its pools; a crashed actor restarts)."""
+        if self.actors is None:
+            return {}
+        import ray
+
+        return ray.get(self.actors.counts.remote())
 
 
 def _stats(dataset) -> str:

@@ -34,7 +34,7 @@ def preset_overrides(name: str) -> dict[str, Any]:
             # A photo's 4 seeds share its perception and inversion, as in flux-dev (on 2 CPUs, n = 48:
             # 76 samples streamed in 7.7 s after the first row, against 11.3 s with 2 seeds together).
             # A local Ray starts without its dashboard: ray.init ~4 s instead of ~6 s on 2 CPUs.
-            "factory": {"seeds_per_image": 16, "seeds_together": 4, "expected_yield": 0.2, "ray_dashboard": False,
+            "factory": {"seeds_per_image": 16, "seeds_together": 4, "ray_dashboard": False,
                         "perception": {"batch_size": 4}, "synthesis": {"batch_size": 4}},
         }
     if name in ("flux-dev", "flux-schnell"):
@@ -60,7 +60,7 @@ def preset_overrides(name: str) -> dict[str, Any]:
                 # Compiled (one warm-up call per actor), T5 on the perception GPU, photos per call
                 # sized from the memory measured at warm-up.
                 "synthesis": {"min_actors": 1, "max_actors": None, "batch_size": 8, "num_gpus": 1.0,
-                              "compile": "on_cuda", "memory_fraction": 0.9, "text_encoders_in": "perception"},
+                              "compile": "on_cuda", "text_encoders_in": "perception"},
                 "curation": {"min_actors": 1, "max_actors": None, "batch_size": 8, "num_gpus": 0.5},
             },
         }

@@ -3,7 +3,7 @@
     decode → [perception: describe → ground + segment → plan] → [synthesis: synthesize]
            → [curation: pixel checks → verdicts → explain]
 
-``decode_sources`` runs as Ray Data tasks; each bracket is one actor pool (``PoolStage``) that loads
+``decode_sources`` is fused into the perception actors (it asks for their resources); each bracket is one actor pool (``PoolStage``) that loads
 its steps' models once per actor and gives each step only the config sections it reads. The VLM is
 the run's shared service (``factory.vlm_service``), passed in by the driver.
 
@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from agents.step import Pixels, Step, applicable, call_step
+from agents.step import Pixels, Step, applicable, call_step, photo_key
 from factory.config import Config
 from factory.vlm_service import VLMClient, connect_vlm
 from shards.images import encode_png
@@ -99,8 +99,10 @@ class PoolStage:
 
     name = "pool"
 
-    def __init__(self, config_json: str, vlm: VLMClient | None = None):
+    def __init__(self, config_json: str, vlm: VLMClient | None = None, actors=None):
         self.steps: list[Step] = self.build(Config.model_validate_json(config_json), vlm)
+        if actors is not None:  # the driver's ActorStarts: how many actors each pool started
+            actors.started.remote(self.name)
 
     def build(self, config: Config, vlm: VLMClient | None) -> list[Step]:
         raise NotImplementedError
@@ -123,15 +125,19 @@ class PoolStage:
         try:
             call_step(step, samples, pixels)
         except torch.OutOfMemoryError as err:
-            if len(samples) == 1:
-                samples[0].fail(self.name, err)
+            photos = list(dict.fromkeys(photo_key(s) for s in samples))
+            if len(photos) == 1:  # a photo group is never split: its samples share one engine batch
+                for s in samples:
+                    s.fail(self.name, err)
                 return
             _free_accelerator_memory()
-            half = len(samples) // 2
-            log.warning("%s/%s: out of memory on a batch of %d; retrying as %d + %d", self.name, step.name,
-                        len(samples), half, len(samples) - half)
-            self.run_step(step, samples[:half], pixels)
-            self.run_step(step, samples[half:], pixels)
+            first = set(photos[:len(photos) // 2])
+            half = [s for s in samples if photo_key(s) in first]
+            rest = [s for s in samples if photo_key(s) not in first]
+            log.warning("%s/%s: out of memory on a batch of %d photos; retrying as %d + %d", self.name, step.name,
+                        len(photos), len(first), len(photos) - len(first))
+            self.run_step(step, half, pixels)
+            self.run_step(step, rest, pixels)
         except Exception as err:  # a server down, a bug, ...: the infrastructure said no
             log.exception("%s/%s failed on a batch of %d", self.name, step.name, len(samples))
             for s in samples:
@@ -175,8 +181,7 @@ class PerceptionStage(PoolStage):
 
 class SynthesisStage(PoolStage):
     """synthesize (FLUX inversion + injection), with the transformer as ``factory.synthesis`` says:
-    float8, compiled, warmed up, and the photos per engine call sized from the memory measured at
-    warm-up."""
+    float8, compiled and warmed up. One photo group per engine call (``agents.synthesis``)."""
 
     name = "synthesis"
 
@@ -189,23 +194,14 @@ class SynthesisStage(PoolStage):
         if run.fp8:
             float8_transformer(components.transformer)
         step = Synthesize(components, config.injection)
-        cuda = step.engine.device.type == "cuda"
-        compiled = run.compile == "always" or (run.compile == "on_cuda" and cuda)
-        if compiled:
+        if run.compile == "always" or (run.compile == "on_cuda" and step.engine.device.type == "cuda"):
             step.engine.forward = torch.compile(components.transformer.forward, backend=run.compile_backend)
-        sized = run.memory_fraction is not None and cuda
-        if sized or (compiled and run.warmup):  # sizing needs the warm-up's measurement
-            side = config.image.max_side - config.image.max_side % config.image.cell  # the largest photo
-            plans = config.factory.seeds_together
-            start = time.perf_counter()
-            peak = step.warm_up(side, side, plans)
-            if sized:
-                total = torch.cuda.get_device_properties(step.engine.device).total_memory
-                held = torch.cuda.memory_allocated(step.engine.device)
-                step.max_photos_per_call = max(1, int((run.memory_fraction * total - held) // max(peak, 1)))
-            log.info("synthesis warm-up (%d×%d, %d plans, compiled=%s): %.1f s, %.2f GiB per photo; %s photos per call",
-                     side, side, plans, compiled, time.perf_counter() - start, peak / 2**30,
-                     step.max_photos_per_call or "all")
+            if run.warmup:  # compile now, on a blank photo of the largest size, not on the first sample
+                side = config.image.max_side - config.image.max_side % config.image.cell
+                start = time.perf_counter()
+                peak = step.warm_up(side, side, config.factory.seeds_together)
+                log.info("synthesis warm-up (%d×%d, %d plans, compiled): %.1f s, %.2f GiB peak", side, side,
+                         config.factory.seeds_together, time.perf_counter() - start, peak / 2**30)
         return [step]
 
 
@@ -242,4 +238,17 @@ def sample_seed(factory_seed: int, source_id: str, seed_index: int) -> int:
 
 def work_schema() -> pa.Schema:
     return pa.schema([("sample_id", pa.string()), ("source_id", pa.string()), ("seed", pa.int64()),
-                      ("uri", pa.string()), ("data", pa.binary())])
+                      ("uri", pa.string()), ("data", pa.binary()), ("group", pa.int64())])
+
+
+class ActorStarts:
+    """A Ray actor (no CPU) the pools' actors report their start to: ``report.json``'s ``actors_started``."""
+
+    def __init__(self):
+        self.starts: dict[str, int] = {}
+
+    def started(self, pool: str) -> None:
+        self.starts[pool] = self.starts.get(pool, 0) + 1
+
+    def counts(self) -> dict[str, int]:
+        return dict(self.starts)

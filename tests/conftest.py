@@ -56,6 +56,21 @@ def factory_shards(photo_folder, tmp_path_factory) -> Path:
     return out
 
 
+SAMPLES_N = 16  # accepted rows in the session's run over the bundled photos
+
+
+@pytest.fixture(scope="session")
+def samples_run(tmp_path_factory) -> Path:
+    """``python -m factory.run --n SAMPLES_N --preset tiny --source samples``: the README's tiny run, one actor
+    per pool. Other tests compare their runs of the same config with it (the same command, the same rows)."""
+    out = tmp_path_factory.mktemp("samples") / "run"
+    cmd = [sys.executable, "-m", "factory.run", "--n", str(SAMPLES_N), "--preset", "tiny", "--source", "samples",
+           "--out", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, env=factory_env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """``python -m factory.models.tiny --out DIR``: every role's tiny model in the real presets' layouts,

@@ -78,6 +78,17 @@ def test_out_of_memory_halves_the_batch_until_it_fits():
     assert FakeStage.calls == [5, 2, 3, 1, 2]  # 5 → 2 (fits) + 3 → 3 → 1 + 2
 
 
+def test_out_of_memory_never_splits_a_photo_group():
+    """A photo's seeds share one engine batch (their bits depend on it): halving stops at whole photos."""
+    FakeStage.behaviour, FakeStage.max_batch, FakeStage.calls = "oom", 3, []
+    stage = FakeStage(load_config("tiny").model_dump_json())
+    samples = [Sample(sample_id=f"{photo}{seed}", source_id=photo, seed=seed) for photo in "pq" for seed in range(2)]
+    samples += [Sample(sample_id=f"r{seed}", source_id="r", seed=seed) for seed in range(4)]
+    out = table_to_samples(stage(samples_to_table(samples, transport=True)))
+    assert FakeStage.calls == [8, 2, 6, 2, 4]  # p | q + r, then q | r; r alone (4 > 3) fails whole
+    assert [s.status for s in out] == ["pending"] * 4 + ["failed"] * 4
+
+
 def test_out_of_memory_at_batch_size_one_fails_the_sample():
     out = _run_stage("oom", ("a", "b"), max_batch=0)
     assert [s.status for s in out] == ["failed", "failed"]

@@ -135,9 +135,24 @@ def test_prompts_encoded_in_perception_give_the_same_images_and_are_never_stored
     assert not any(s.prompt_embeds for s in table_to_samples(done))  # dropped once used
 
 
+def test_a_samples_pixels_do_not_depend_on_which_photos_share_its_batch():
+    """One engine call per photo group: a batch of two photos gives each photo's samples the same bytes as
+    a batch of that photo alone (batched kernels would round differently)."""
+    from factory.stages import PerceptionStage, SynthesisStage
+
+    config, work = _two_photos()
+    perceived = PerceptionStage(config.model_dump_json())(work)
+    synthesis = SynthesisStage(config.model_dump_json())
+    both = _images(synthesis(perceived))
+    alone = {**_images(synthesis(perceived.slice(0, 3))), **_images(synthesis(perceived.slice(3, 3)))}
+    assert both.keys() == alone.keys() and len(both) >= 4
+    for key in both:
+        assert np.array_equal(both[key], alone[key]), key
+
+
 def test_compiled_warmed_up_and_one_photo_per_call_give_the_same_images():
     """``compile`` "always" (eager backend on CPU: the torch.compile path without a C++ toolchain),
-    the warm-up call at start, and photos split into one engine call each."""
+    the warm-up call at start, and one engine call per photo."""
     from factory.stages import PerceptionStage, SynthesisStage
 
     config, work = _two_photos()
@@ -152,7 +167,6 @@ def test_compiled_warmed_up_and_one_photo_per_call_give_the_same_images():
     calls = []
     run = step.engine.run
     step.engine.run = lambda images, *a, **kw: calls.append(len(images)) or run(images, *a, **kw)
-    step.max_photos_per_call = 1
     images = _images(compiled(perceived))
     assert calls == [1, 1]
     assert images.keys() == reference.keys()

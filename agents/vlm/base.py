@@ -27,6 +27,7 @@ class VLMRequest:
     schema: dict[str, Any]
     images: list[Image.Image] = field(default_factory=list)
     name: str = "request"  # which prompt, for logs and error messages
+    key: str = ""  # what is asked about (a photo, a sample's artifact): seeds the scripted backend; models ignore it
 
 
 @dataclass

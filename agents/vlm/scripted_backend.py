@@ -2,9 +2,10 @@
 
 It answers each request by its ``name`` — ``caption_vocabulary``, ``triplet_<tool>``,
 ``local_explanation``, ``global_explanation``, ``negative_explanation`` (see ``agents.prompts``) — from a fixed lexicon and
-templates, choosing with a generator seeded by ``seed`` and a hash of the request (name, prompt and
-every image's pixels), so the same photo always gets the same vocabulary and the same crops the same
-verdict. A ``visible_share`` of triplet checks say visible and in the region; the rest fail one or
+templates, choosing with a generator seeded by ``seed`` and a hash of the request: its name, prompt,
+``key`` (what is asked about: the photo, the sample and artifact) and each image's size — never the
+pixels' values, so an answer cannot hinge on the last bit of a float (another CPU, another batch): the
+same photo always gets the same vocabulary and the same artifact the same verdict. A ``visible_share`` of triplet checks say visible and in the region; the rest fail one or
 both, so curation rejects some artifacts. Every answer is validated against the request's schema.
 The lexicon is also what the tiny Grounding DINO layout (``factory.models.tiny_layout``) reads to
 tell entities from parts.
@@ -88,11 +89,8 @@ class ScriptedBackend:
         return validate(request.schema, json.dumps(value))
 
     def _request_seed(self, request: VLMRequest) -> list[int]:
-        digest = hashlib.sha256(f"{request.name}\n{request.prompt}".encode())
-        for image in request.images:
-            pixels = np.asarray(image.convert("RGB"))
-            digest.update(repr(pixels.shape).encode())
-            digest.update(np.ascontiguousarray(pixels).tobytes())
+        sizes = [image.size for image in request.images]
+        digest = hashlib.sha256(f"{request.name}\n{request.prompt}\n{request.key}\n{sizes}".encode())
         return [self.seed, int.from_bytes(digest.digest()[:8], "little")]
 
     def _caption_vocabulary(self, rng: np.random.Generator) -> dict:
