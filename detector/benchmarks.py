@@ -1,33 +1,42 @@
 """Readers of the public benchmarks' own on-disk layouts, and the tally of bad inputs met on the way.
 
-* **X-AIGD** (``Coxy7/X-AIGD`` on the Hub): ``DIR/data/{split}-*.parquet`` (or ``DIR/{split}-*.parquet``)
-  with columns ``generator``, ``uid``, ``width``, ``height``, ``labels`` (a list of
-  ``{"label": category, "points": [[x, y], ...]}`` polygons, each labelled with one of X-AIGD's 7
-  categories; a record keeps each polygon's category) and ``image`` (Hugging Face image struct
-  ``{bytes, path}``); default split ``labeled_test``. Every labelled row is an AI-generated image.
-* **SynthScars** (LEGION's README): ``DIR/images/*`` and one annotation JSON in ``DIR/annotations/``
-  (also ``annoations/``, the README's spelling, or ``DIR`` itself): a list of ``{key: {"img_file_name",
-  "caption", "refs": [{"segmentation": [[x1, y1, x2, y2, ...]], "explanation", ...}]}}``. An image's
-  annotation is the first entry whose ``img_file_name`` contains the image's file name, as LEGION matches
-  it; an image without one has an empty mask (counted as ``no_annotation``). ``DIR/test`` is used when
-  ``DIR`` is the dataset root. LEGION's RichHF-18K layout, ``DIR/raw_imgs/*`` + ``DIR/heatmaps/*`` (same
-  file names, any pixel > 0 = artifact), is read too.
-* **ArtifactBench** (ArtiAgent's evaluation): ``DIR/metadata.json`` (or ``DIR/ours/metadata.json``), a list
-  of ``{"id", "has_artifacts", "explanation", "bboxes" | "artifacts": [{"target_bbox" | "bbox" | "bbox_2d",
-  "explanation" | "label"}]}``, and ``DIR/images/{id}.png``. Without ``has_artifacts`` a record is
-  positive when it has boxes.
+Anything unreadable (a file, a row, a polygon, an image) is counted in ``BadInputs`` and skipped; only a
+folder holding none of a benchmark's layouts is an error. ArtifactBench / ArtiBench is read by
+``detector.benchmarks_artifactbench``.
+
+* **X-AIGD** (``Coxy7/X-AIGD`` on the Hub, read as its ``metrics/data.py`` reads it):
+  ``DIR/data/{split}-*.parquet`` (or ``DIR/{split}-*.parquet``) with columns ``generator``, ``uid``,
+  ``width``, ``height``, ``labels`` (a list of ``{"label": category, "points": [[x, y], ...]}`` polygons,
+  each with one of X-AIGD's 7 categories; a record keeps each polygon's category) and ``image`` (Hugging
+  Face image struct ``{bytes, path}``); default split ``labeled_test``. Every labelled row is an
+  AI-generated image. A point that is not an ``[x, y]`` pair is dropped, as X-AIGD does; a polygon left
+  with fewer than 3 points (or a non-numeric / non-finite coordinate) is counted as ``malformed_polygon``
+  and skipped alone, the image keeping its other polygons (X-AIGD's mask builder skips and counts it
+  too); an unknown category drops its row (``unknown_category``: X-AIGD stops on it).
+* **SynthScars** (LEGION's README): ``DIR/images/*`` and the annotation JSON in ``DIR/annoations/`` (the
+  README's spelling), ``DIR/annotations/`` (ArtiAgent's evaluation) or ``DIR`` itself: a list of
+  ``{key: {"img_file_name", "caption", "refs": [{"segmentation": [[x1, y1, x2, y2, ...]], "explanation",
+  ...}]}}``. An image gets the entry whose ``img_file_name`` names exactly its file (the last path
+  component), as ArtiAgent's evaluation joins ``images/`` and ``img_file_name``; never a substring match
+  (LEGION's ``image_id in img_file_name`` would give ``1.jpg`` the annotation of ``11.jpg``). An image
+  without an entry has an empty mask (``no_annotation``), an entry without an image is counted
+  (``missing_image``), a second entry naming the same file is ignored (``duplicate_annotation``).
+  ``DIR/test`` is used when ``DIR`` is the dataset root. LEGION's RichHF-18K layout, ``DIR/raw_imgs/*`` +
+  ``DIR/heatmaps/*`` (same file names, any pixel > 0 = artifact), is read too.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageOps
 
@@ -35,7 +44,6 @@ from detector.metrics_legion import heatmap_mask, synthscars_mask
 from detector.metrics_xaigd import CATEGORIES
 
 XAIGD_SPLIT = "labeled_test"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 @dataclass
@@ -56,12 +64,41 @@ class BadInputs:
 
 
 def open_image(source: Path | bytes, exif: bool = False) -> Image.Image:
-    """An image file or encoded bytes as RGB (EXIF orientation applied when ``exif``); ``ValueError`` if unreadable."""
+    """An image file or encoded bytes, fully decoded, as RGB (EXIF orientation applied when ``exif``);
+    ``ValueError`` if unreadable (a truncated file included)."""
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
             return (ImageOps.exif_transpose(im) if exif else im).convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise ValueError(f"not a readable image ({type(err).__name__}: {err})") from err
+
+
+def parquet_rows(path: Path, columns: list[str], bad: BadInputs) -> Iterator[dict]:
+    """The rows of one parquet file (only ``columns`` that exist); a file that cannot be read, or stops
+    reading part-way, is counted as ``unreadable_file``."""
+    try:
+        parquet = pq.ParquetFile(path)
+        present = [c for c in columns if c in parquet.schema_arrow.names]
+        for batch in parquet.iter_batches(batch_size=32, columns=present):
+            yield from batch.to_pylist()
+    except (OSError, pa.ArrowException) as err:
+        bad.add("unreadable_file", path.name, f"{type(err).__name__}: {err}")
+
+
+def image_field(value, root: Path) -> bytes | Path | None:
+    """A Hugging Face image cell (``{bytes, path}`` or raw bytes) as bytes, or as a file that exists
+    (``path`` absolute or under ``root``); None when it holds neither."""
+    if isinstance(value, bytes):
+        return value
+    if not isinstance(value, dict):
+        return None
+    if value.get("bytes"):
+        return value["bytes"]
+    path = value.get("path")
+    for candidate in ((Path(path), root / path) if path else ()):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- X-AIGD
@@ -71,8 +108,8 @@ class XaigdRecord:
     uid: str
     width: int
     height: int
-    polygons: list[list[tuple[float, float]]]  # category-agnostic: every labelled polygon
-    image: bytes | None
+    polygons: list[list[tuple[float, float]]]  # category-agnostic: every well-formed labelled polygon
+    image: bytes | Path | None
     categories: list[str] = field(default_factory=list)  # each polygon's X-AIGD category, in order
 
     @property
@@ -93,46 +130,57 @@ def xaigd_files(data: str | Path, split: str = XAIGD_SPLIT) -> list[Path]:
     return files
 
 
-def _xaigd_record(row: dict, bad: BadInputs) -> XaigdRecord | None:
+def _polygon(points) -> list[tuple[float, float]]:
+    """X-AIGD's points: ``[x, y]`` pairs kept, anything else dropped; ``ValueError`` when fewer than 3 remain
+    or a coordinate is not a finite number."""
+    kept = []
+    for point in points or ():
+        if not isinstance(point, (list, tuple)) or len(point) < 2:
+            continue
+        try:
+            x, y = float(point[0]), float(point[1])
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"coordinate {point!r}: {err}") from err
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise ValueError(f"coordinate {point!r} is not finite")
+        kept.append((x, y))
+    if len(kept) < 3:
+        raise ValueError(f"{len(kept)} points, a polygon needs 3")
+    return kept
+
+
+def _xaigd_record(row: dict, root: Path, bad: BadInputs) -> XaigdRecord | None:
     key = f"{row.get('generator')}/{row.get('uid')}"
     try:
         width, height = int(row["width"]), int(row["height"])
     except (KeyError, TypeError, ValueError):
         bad.add("malformed_record", key, "width / height")
         return None
+    labels = row.get("labels") or ()
+    unknown = [lab.get("label") if isinstance(lab, dict) else lab for lab in labels
+               if not isinstance(lab, dict) or lab.get("label") not in CATEGORIES]
+    if unknown:
+        bad.add("unknown_category", key, str(unknown[0]))
+        return None
     polygons, categories = [], []
-    for label in row.get("labels") or ():
-        if not isinstance(label, dict) or label.get("label") not in CATEGORIES:
-            bad.add("unknown_category", key, str(label.get("label") if isinstance(label, dict) else label))
-            return None
+    for number, label in enumerate(labels):
         try:
-            points = [(float(p[0]), float(p[1])) for p in label.get("points") or () if isinstance(p, (list, tuple))
-                      and len(p) >= 2]
-        except (TypeError, ValueError) as err:
-            bad.add("malformed_polygon", key, str(err))
-            return None
-        if len(points) < 3:
-            bad.add("malformed_polygon", key, f"{len(points)} points")
-            return None
-        polygons.append(points)
+            polygons.append(_polygon(label.get("points")))
+        except ValueError as err:
+            bad.add("malformed_polygon", key, f"polygon {number}: {err}")
+            continue
         categories.append(label["label"])
-    image = row.get("image")
-    if isinstance(image, dict):
-        image = image.get("bytes") or (Path(image["path"]).read_bytes() if image.get("path")
-                                       and Path(image["path"]).is_file() else None)
-    return XaigdRecord(str(row.get("generator")), str(row.get("uid")), width, height, polygons, image, categories)
+    return XaigdRecord(str(row.get("generator")), str(row.get("uid")), width, height, polygons,
+                       image_field(row.get("image"), root), categories)
 
 
 def iter_xaigd(data: str | Path, split: str, bad: BadInputs, with_images: bool = True) -> Iterator[XaigdRecord]:
-    """The split's rows in file and row order; unusable rows are counted in ``bad`` and skipped."""
+    """The split's rows in file and row order; unusable rows and files are counted in ``bad`` and skipped."""
     columns = ["generator", "uid", "width", "height", "labels"] + (["image"] if with_images else [])
     for path in xaigd_files(data, split):
-        parquet = pq.ParquetFile(path)
-        present = [c for c in columns if c in parquet.schema_arrow.names]
-        for batch in parquet.iter_batches(batch_size=32, columns=present):
-            for row in batch.to_pylist():
-                if (record := _xaigd_record(row, bad)) is not None:
-                    yield record
+        for row in parquet_rows(path, columns, bad):
+            if (record := _xaigd_record(row, path.parent, bad)) is not None:
+                yield record
 
 
 # ------------------------------------------------------------------------------------------- SynthScars
@@ -145,17 +193,41 @@ class LegionRecord:
     annotation: dict = field(default_factory=dict)  # SynthScars: the matched entry (caption, refs)
 
 
-def _annotation_entries(root: Path) -> list[dict]:
-    for folder in (root / "annotations", root / "annoations", root):
+def file_name(img_file_name: str) -> str:
+    """The file an ``img_file_name`` names: its last path component (``/`` or ``\\`` separated)."""
+    return PurePosixPath(str(img_file_name).replace("\\", "/")).name
+
+
+def _annotation_entries(root: Path, bad: BadInputs) -> list[dict]:
+    for folder in (root / "annoations", root / "annotations", root):
         files = sorted(folder.glob("*.json")) if folder.is_dir() else []
         if files:
             entries = []
             for path in files:
-                for item in json.loads(path.read_text()):
+                try:
+                    items = json.loads(path.read_text())
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+                    bad.add("unreadable_file", path.name, f"{type(err).__name__}: {err}")
+                    continue
+                for item in items if isinstance(items, list) else [items]:
                     if isinstance(item, dict):
                         entries.extend(v for v in item.values() if isinstance(v, dict))
             return entries
-    raise FileNotFoundError(f"no SynthScars annotation JSON under {root}/annotations, {root}/annoations or {root}")
+    raise FileNotFoundError(f"no SynthScars annotation JSON under {root}/annoations, {root}/annotations or {root}")
+
+
+def _entries_by_file(entries: list[dict], images: set[str], bad: BadInputs) -> dict[str, dict]:
+    """Each image file name's entry (the first naming it); extra and image-less entries are counted."""
+    by_file: dict[str, dict] = {}
+    for entry in entries:
+        name = file_name(entry.get("img_file_name", ""))
+        if name in by_file:
+            bad.add("duplicate_annotation", name, "a later entry naming the same file is ignored")
+        elif name not in images:
+            bad.add("missing_image", name or "(no img_file_name)", "annotated, but not in images/")
+        else:
+            by_file[name] = entry
+    return by_file
 
 
 def iter_legion(data: str | Path, bad: BadInputs) -> Iterator[LegionRecord]:
@@ -169,9 +241,10 @@ def iter_legion(data: str | Path, bad: BadInputs) -> Iterator[LegionRecord]:
         root = root / "test"
     if not (root / "images").is_dir():
         raise FileNotFoundError(f"no SynthScars images folder at {root}/images (or RichHF-18K raw_imgs/ + heatmaps/)")
-    entries = _annotation_entries(root)
-    for path in sorted(p for p in (root / "images").iterdir() if p.is_file()):
-        entry = next((e for e in entries if path.name in str(e.get("img_file_name", ""))), None)
+    paths = sorted(p for p in (root / "images").iterdir() if p.is_file())
+    by_file = _entries_by_file(_annotation_entries(root, bad), {p.name for p in paths}, bad)
+    for path in paths:
+        entry = by_file.get(path.name)
         if entry is None:
             bad.add("no_annotation", path.name, "scored against an empty mask, as LEGION does")
             yield LegionRecord(path.name, path, polygons=[])
@@ -182,63 +255,6 @@ def iter_legion(data: str | Path, bad: BadInputs) -> Iterator[LegionRecord]:
             bad.add("malformed_polygon", path.name, "a ref without a segmentation list")
             continue
         yield LegionRecord(path.name, path, polygons=[p for s in segs for p in s], annotation=entry)
-
-
-# ---------------------------------------------------------------------------------------- ArtifactBench
-@dataclass
-class ArtifactBenchRecord:
-    id: str
-    image_path: Path
-    has_artifacts: bool
-    boxes: list[list[float]]
-    texts: list[str]  # each box's local explanation
-    explanation: str  # the global explanation
-
-
-def _gt_boxes(record: dict, key: str, bad: BadInputs) -> tuple[list[list[float]], list[str]]:
-    if "bboxes" in record:
-        texts = list(record.get("explanations") or [])
-        raw = [(b, texts[i] if i < len(texts) else "") for i, b in enumerate(record["bboxes"] or [])]
-    else:
-        raw = [(a.get("target_bbox") or a.get("bbox") or a.get("bbox_2d"), a.get("explanation", a.get("label", "")))
-               for a in record.get("artifacts") or [] if isinstance(a, dict)
-               and (a.get("target_bbox") or a.get("bbox") or a.get("bbox_2d"))]
-    boxes, texts = [], []
-    for box, text in raw:
-        try:
-            values = [float(v) for v in box]
-            if len(values) != 4 or not np.isfinite(values).all():
-                raise ValueError(f"{box}")
-        except (TypeError, ValueError):
-            bad.add("malformed_box", key, str(box)[:60])
-            continue
-        boxes.append(values)
-        texts.append(text if isinstance(text, str) else "")
-    return boxes, texts
-
-
-def read_artifactbench(data: str | Path, bad: BadInputs, need_images: bool = True) -> list[ArtifactBenchRecord]:
-    """``metadata.json`` in order; records without an id, or (``need_images``) without their image, are skipped."""
-    root = Path(data)
-    if not (root / "metadata.json").is_file() and (root / "ours" / "metadata.json").is_file():
-        root = root / "ours"
-    if not (root / "metadata.json").is_file():
-        raise FileNotFoundError(f"no ArtifactBench metadata.json at {root} (or {root}/ours)")
-    out = []
-    for number, record in enumerate(json.loads((root / "metadata.json").read_text())):
-        if not isinstance(record, dict) or record.get("id") in (None, ""):
-            bad.add("malformed_record", f"#{number}", "no id")
-            continue
-        key = str(record["id"])
-        path = root / "images" / f"{key}.png"
-        if need_images and not path.is_file():
-            bad.add("missing_image", key, str(path))
-            continue
-        boxes, texts = _gt_boxes(record, key, bad)
-        explanation = record.get("explanation") or ""
-        out.append(ArtifactBenchRecord(key, path, bool(record.get("has_artifacts", bool(boxes))), boxes, texts,
-                                       explanation if isinstance(explanation, str) else ""))
-    return out
 
 
 class Skip(Exception):
@@ -271,15 +287,19 @@ def grey_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def image_size(path: Path, exif: bool = False) -> tuple[int, int]:
-    """(width, height) from the file's header, EXIF rotation applied when ``exif``; ``Skip`` if unreadable."""
+def decoded_size(source: Path | bytes | None, exif: bool = False,
+                 expected: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(width, height) of an image file or encoded bytes after decoding it whole (a truncated file fails),
+    EXIF rotation applied when ``exif``; ``Skip`` when it is missing, unreadable or not ``expected`` (w, h)."""
+    if source is None:
+        raise Skip("missing_image", "no image in the record")
     try:
-        with Image.open(path) as im:
-            width, height = im.size
-            rotated = exif and im.getexif().get(0x0112) in (5, 6, 7, 8)
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise Skip("unreadable_image", f"{type(err).__name__}: {err}") from err
-    return (height, width) if rotated else (width, height)
+        size = open_image(source, exif).size
+    except ValueError as err:
+        raise Skip("unreadable_image", str(err)) from err
+    if expected is not None and size != tuple(expected):
+        raise Skip("size_mismatch", f"image {size}, record {tuple(expected)} (w, h)")
+    return size
 
 
 def legion_truth(record: LegionRecord, height: int, width: int) -> np.ndarray:

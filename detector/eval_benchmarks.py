@@ -14,10 +14,12 @@ thresholded (``--threshold``), its image score likewise; boxes are the mask's co
   submitted under ``submitted_categories``: a category-agnostic detector's under every category (X-AIGD
   itself scores such a model category-agnostically only, so compare only PixR and R@t of those rows);
 * ``synthscars`` — LEGION's per-image mIoU, mIoU without background, F1 and IoU, averaged over every image;
-* ``artifactbench`` — ArtifactBench detection over every image and localisation over images with artifacts.
+* ``artifactbench`` — ArtifactBench detection over every image and localisation over images with artifacts;
+  an image scored "no artifacts" (image score ≤ ``--threshold``) submits no boxes, as ArtiAgent's
+  evaluation gives a reply saying so none (``detector.benchmarks_artifactbench`` reads either layout).
 
-Inputs that cannot be evaluated (unreadable or missing image, missing or mis-sized mask, malformed
-polygon or box, unknown category) are skipped and counted under ``bad_inputs``; they never stop the run.
+Inputs that cannot be evaluated (unreadable file or image, missing image, missing or mis-sized mask,
+malformed polygon or box, unknown category) are skipped and counted under ``bad_inputs``; they never stop the run.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from detector.benchmarks import (XAIGD_SPLIT, BadInputs, Skip, iter_legion, iter_xaigd, legion_truth, open_image,
-                                 read_artifactbench)
+from detector.benchmarks import (XAIGD_SPLIT, BadInputs, Skip, iter_legion, iter_xaigd, legion_truth, open_image)
+from detector.benchmarks_artifactbench import iter_artifactbench
 from detector.metrics import mask_to_boxes
 from detector.metrics_artifactbench import Sample, score
 from detector.metrics_legion import LegionTotals, image_scores
@@ -126,10 +128,12 @@ def _synthscars(model, data: Path, threshold: float, batch_size: int, bad: BadIn
 
 def _artifactbench(model, data: Path, threshold: float, batch_size: int, bad: BadInputs) -> dict:
     samples = []
-    items = ((r.id, lambda r=r: (open_image(r.image_path), r)) for r in read_artifactbench(data, bad))
+    items = ((r.id, lambda r=r: (open_image(r.image), r)) for r in iter_artifactbench(data, bad))
     for _, _, record, pred in stream(model, items, batch_size, bad):
-        samples.append(Sample(record.has_artifacts, record.boxes, record.texts, record.explanation,
-                              mask_to_boxes(pred.probability > threshold), predicted_positive=pred.score > threshold))
+        positive = pred.score > threshold  # "no artifacts" submits no boxes, as a reply saying so does
+        boxes = mask_to_boxes(pred.probability > threshold) if positive else []
+        samples.append(Sample(record.has_artifacts, record.boxes, record.texts, record.explanation, boxes,
+                              predicted_positive=positive))
     return score(samples)
 
 

@@ -12,7 +12,8 @@
   0 when either text is empty, averaged over **all** images. Local explanations: each ground-truth
   box is paired with its best-IoU prediction (IoU > 0; one prediction may serve several boxes), and the
   pair scores are summed and divided by the number of ground-truth boxes; averaged over the images
-  with artifacts (a choice: the authors' code leaves this average open).
+  with artifacts whose reference has box texts (a choice: the authors' code leaves this average open;
+  ArtiBench's ``bboxes`` carry no text, so its images give no local reference).
 """
 
 from __future__ import annotations
@@ -184,13 +185,15 @@ def score(samples: list[Sample], scorer: TextScorer | None = None) -> dict:
 
 
 def explanation_scores(samples: list[Sample], positives: list[Sample], scorer: TextScorer) -> dict:
-    """Global scores over every sample (0 when a text is empty); local scores over ``positives``."""
+    """Global scores over every sample (0 when a text is empty); local scores over the ``positives`` whose
+    reference has box texts (ArtiBench's ``bboxes`` have none)."""
     global_idx = [i for i, s in enumerate(samples) if s.explanation and s.pred_explanation.strip()]
     pairs = [(samples[i].explanation, samples[i].pred_explanation.strip()) for i in global_idx]
     rouge, css = np.zeros(len(samples)), np.zeros(len(samples))
     rouge[global_idx] = [scorer.rouge_l(r, p) for r, p in pairs]
     if scorer.css_model is not None and pairs:
         css[global_idx] = scorer.css(*map(list, zip(*pairs)))
+    positives = [s for s in positives if s.gt_texts]  # a reference without box texts has nothing to compare
     local_pairs, owner = [], []
     for k, s in enumerate(positives):
         _, mapping = best_iou_mapping(s.gt_boxes, s.pred_boxes)

@@ -4,7 +4,9 @@ Replies are a JSONL file, one ``{"id": ..., "predict": reply}`` per image (``res
 accepted for ``predict``); ids are ArtifactBench's ``id``, SynthScars' image file name, X-AIGD's
 ``generator/uid``. A file without any ``id`` (LLaMA-Factory's ``generated_predictions.jsonl``) is
 matched by line order to the benchmark's records (metadata order, sorted file names, parquet row order).
-Replies are parsed by ``detector.vlm_replies`` (coordinates in pixels of the image as stored).
+Replies are parsed by ``detector.vlm_replies`` (coordinates in pixels of the image as stored). Every image
+is decoded whole before its reply is scored: a missing, unreadable or truncated image (or, for X-AIGD, one
+whose size is not its row's) is a bad input, as in ``detector.eval --benchmark``.
 
 * ``artifactbench`` — ArtifactBench detection, localisation and explanation (``metrics_artifactbench``);
 * ``synthscars`` — LEGION's per-image metrics of the union of the predicted boxes as a mask, and the
@@ -17,16 +19,20 @@ Replies are parsed by ``detector.vlm_replies`` (coordinates in pixels of the ima
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
+from typing import Callable, Iterable, TypeVar
 
-from detector.benchmarks import (XAIGD_SPLIT, BadInputs, Skip, boxes_mask, image_size, iter_legion, iter_xaigd,
-                                 legion_truth, read_artifactbench)
+from detector.benchmarks import (XAIGD_SPLIT, BadInputs, Skip, boxes_mask, decoded_size, iter_legion, iter_xaigd,
+                                 legion_truth)
+from detector.benchmarks_artifactbench import iter_artifactbench
 from detector.metrics_artifactbench import Sample, TextScorer, score
 from detector.metrics_legion import LegionTotals, image_scores
 from detector.metrics_xaigd import ARTIFACT, XaigdPixelCounts, polygon_mask, transform_mask, xaigd_image_level
 from detector.vlm_replies import Reply, parse_reply
 
 REPLY_KEYS = ("predict", "response", "output")
+R = TypeVar("R")
 
 
 class ReplyTally:
@@ -81,19 +87,30 @@ def replies_by_id(rows: list[dict], ids: list[str], bad: BadInputs) -> dict[str,
     return out
 
 
-def _artifactbench(data: Path, rows: list[dict], scorer: TextScorer, tally: ReplyTally, bad: BadInputs) -> dict:
-    records = read_artifactbench(data, bad)
-    replies = replies_by_id(rows, [r.id for r in records], bad)
-    samples = []
+def sized(records: Iterable[R], size: Callable[[R], tuple[int, int]], keep: Callable[[R], R] = lambda r: r
+          ) -> list[tuple[R, tuple[int, int] | Skip]]:
+    """Each record (``keep`` drops what need not stay in memory) with its decoded image size, or the ``Skip``
+    its image raised: an image the VLM was shown must decode whole, a truncated file is a bad input."""
+    out = []
     for record in records:
+        try:
+            out.append((keep(record), size(record)))
+        except Skip as skip:
+            out.append((keep(record), skip))
+    return out
+
+
+def _artifactbench(data: Path, rows: list[dict], scorer: TextScorer, tally: ReplyTally, bad: BadInputs) -> dict:
+    records = sized(iter_artifactbench(data, bad), lambda r: decoded_size(r.image), lambda r: replace(r, image=None))
+    replies = replies_by_id(rows, [r.id for r, _ in records], bad)
+    samples = []
+    for record, size in records:
         if record.id not in replies:
             continue
-        try:
-            width, height = image_size(record.image_path)
-        except Skip as skip:
-            bad.add(skip.kind, record.id, skip.detail)
+        if isinstance(size, Skip):
+            bad.add(size.kind, record.id, size.detail)
             continue
-        reply = tally.parse(replies[record.id], width, height)
+        reply = tally.parse(replies[record.id], *size)
         samples.append(Sample(record.has_artifacts, record.boxes, record.texts, record.explanation, reply.boxes,
                               reply.texts, reply.explanation))
     return {"artifactbench": score(samples, scorer)}
@@ -108,14 +125,16 @@ def tightest_box(polygon: list[float], width: int, height: int) -> list[float]:
 
 
 def _synthscars(data: Path, rows: list[dict], scorer: TextScorer, tally: ReplyTally, bad: BadInputs) -> dict:
-    records = list(iter_legion(data, bad))
-    replies = replies_by_id(rows, [r.image_id for r in records], bad)
+    records = sized(iter_legion(data, bad), lambda r: decoded_size(r.image_path, exif=True))
+    replies = replies_by_id(rows, [r.image_id for r, _ in records], bad)
     totals, samples = LegionTotals(), []
-    for record in records:
+    for record, size in records:
         if record.image_id not in replies:
             continue
         try:
-            width, height = image_size(record.image_path, exif=True)
+            if isinstance(size, Skip):
+                raise size
+            width, height = size
             gt = legion_truth(record, height, width)
         except Skip as skip:
             bad.add(skip.kind, record.image_id, skip.detail)
@@ -135,11 +154,15 @@ def _synthscars(data: Path, rows: list[dict], scorer: TextScorer, tally: ReplyTa
 
 
 def _xaigd(data: Path, rows: list[dict], tally: ReplyTally, bad: BadInputs, split: str, transform: str) -> dict:
-    records = list(iter_xaigd(data, split, bad, with_images=False))
-    replies = replies_by_id(rows, [r.key for r in records], bad)
+    records = sized(iter_xaigd(data, split, bad), lambda r: decoded_size(r.image, expected=(r.width, r.height)),
+                    lambda r: replace(r, image=None))
+    replies = replies_by_id(rows, [r.key for r, _ in records], bad)
     overall, per_generator, guesses = XaigdPixelCounts(), defaultdict(XaigdPixelCounts), []
-    for record in records:
+    for record, size in records:
         if record.key not in replies:
+            continue
+        if isinstance(size, Skip):
+            bad.add(size.kind, record.key, size.detail)
             continue
         reply = tally.parse(replies[record.key], record.width, record.height)
         gt = transform_mask(polygon_mask(record.polygons, record.height, record.width), transform)

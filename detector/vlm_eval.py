@@ -17,8 +17,10 @@ local explanations over replies whose reference has artifacts.
 
 ``--css-model`` is a local sentence-transformers folder (ArtifactBench uses
 ``sentence-transformers/paraphrase-MiniLM-L6-v2``: ``hf download`` it, then pass its folder) or a cached
-Hub id; nothing is downloaded. Unreadable lines, missing or unknown ids and replies whose JSON does not
-parse are counted in the output (``bad_inputs``, ``invalid_replies``), never fatal.
+Hub id; nothing is downloaded. Unreadable lines, missing or unknown ids, replies whose JSON does not
+parse and, with ``--benchmark``, unreadable files, records and images (a truncated PNG included) are counted
+in the output (``bad_inputs``, ``invalid_replies``), never fatal; a ``--data`` folder holding none of the
+benchmark's layouts is a usage error.
 """
 
 from __future__ import annotations
@@ -99,7 +101,11 @@ def main(argv: list[str] | None = None) -> dict:
     scorer, bad = TextScorer(args.css_model, args.device), BadInputs()
     rows = read_jsonl(args.predictions, bad)
     if args.benchmark:
-        metrics = score_benchmark(args.benchmark, args.data, rows, scorer, bad, args.xaigd_split, args.xaigd_transform)
+        try:
+            metrics = score_benchmark(args.benchmark, args.data, rows, scorer, bad, args.xaigd_split,
+                                      args.xaigd_transform)
+        except FileNotFoundError as err:  # --data holds none of the benchmark's layouts
+            parser.error(str(err))
     else:
         metrics = score_export(rows, scorer, bad)
     write_report(metrics, args.out)

@@ -233,6 +233,10 @@ def test_artifactbench_rouge_l_stems_and_explanations_average_as_the_authors_do(
     # many-to-one: one wide prediction serves both boxes, each pair scored
     wide = ab.Sample(True, [[0, 0, 10, 10], [10, 0, 20, 10]], ["left", "right"], "", [[0, 0, 20, 10]], ["left"], "")
     assert ab.score([wide], scorer)["explanation"]["local_rouge_l"] == pytest.approx((1.0 + 0.0) / 2)
+    # a reference with boxes but no box texts (ArtiBench's bboxes) is no local sample, not a zero
+    textless = ab.Sample(True, [[0, 0, 10, 10]], [], "one flaw", [[0, 0, 10, 10]], ["a bent leg"], "one flaw")
+    e = ab.score([wide, textless], scorer)["explanation"]
+    assert (e["local_rouge_l"], e["local_samples"]) == (pytest.approx(0.5), 1)
 
 
 def test_pixel_auroc_streamed_from_histograms_equals_scikit_learn():
