@@ -209,9 +209,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.benchmark:
         if not args.data:
             parser.error("--benchmark needs --data DIR")
-        metrics = evaluate_benchmark(args.benchmark, args.data, args.checkpoint, args.threshold, args.batch_size,
-                                     args.device, args.xaigd_split, args.xaigd_transform,
-                                     tuple(args.xaigd_overlap_threshold))
+        try:
+            metrics = evaluate_benchmark(args.benchmark, args.data, args.checkpoint, args.threshold, args.batch_size,
+                                         args.device, args.xaigd_split, args.xaigd_transform,
+                                         tuple(args.xaigd_overlap_threshold))
+        except FileNotFoundError as err:  # --data holds none of the benchmark's layouts
+            parser.error(str(err))
     elif args.shards:
         metrics = evaluate(args.shards, args.checkpoint, args.split,
                            DataConfig(val_fraction=args.val_fraction, negatives=args.negatives),

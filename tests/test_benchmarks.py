@@ -282,6 +282,10 @@ def test_artifactbench_localisation_follows_the_image_decision(says_no, artibenc
 def test_benchmark_cli_needs_data(everywhere, tmp_path):
     with pytest.raises(SystemExit):
         eval_main(["--benchmark", "xaigd", "--checkpoint", str(everywhere), "--out", str(tmp_path / "m.json")])
+    for name in ("xaigd", "synthscars", "artifactbench"):  # a folder with none of the layouts: a usage error
+        with pytest.raises(SystemExit):
+            eval_main(["--benchmark", name, "--data", str(tmp_path), "--checkpoint", str(everywhere),
+                       "--out", str(tmp_path / "m.json")])
 
 
 # ------------------------------------------------------------------------------------ detector.vlm_eval
