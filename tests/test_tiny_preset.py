@@ -3,6 +3,8 @@ whose accepted rows hold all four tools while curation still rejects some artifa
 
 from __future__ import annotations
 
+import copy
+import io
 from collections import Counter
 
 import jsonschema
@@ -14,11 +16,14 @@ from skimage import data
 from agents import prompts
 from agents.describe import Describe
 from agents.ground import GroundAndSegment
+from agents.pixel_checks import PixelChecks
 from agents.planner import PlanArtifacts
 from agents.step import run_steps
+from agents.verdicts import Verdicts
 from agents.vlm import VLMRequest
 from agents.vlm.scripted_backend import LEXICON, ROLES, ScriptedBackend
 from factory.config import TOOLS, load_config
+from factory.models.lpips import load_lpips
 from factory.models.perception import TINY_VOCABULARY, load_grounding, load_segmentation
 from factory.models.vlm import load_vlm
 from factory.sources import SAMPLE_PHOTOS, prepare_image
@@ -141,12 +146,60 @@ def test_tiny_sam_masks_are_ellipses_filling_their_boxes():
 
 @pytest.mark.slow
 def test_tiny_factory_run_accepts_all_four_tools_and_curation_rejects_some(samples_run):
-    out = samples_run
-    rows = list(iter_samples(out))
+    config = load_config("tiny")
+    rows = list(iter_samples(samples_run))
     accepted = [s for s in rows if s.status == "accepted"]
     assert len(accepted) == 16
     assert {a.tool for s in accepted for a in s.artifacts if a.accepted} == set(TOOLS)
     reasons = Counter(a.reject_reason.split(":")[0] for s in rows for a in s.artifacts if not a.accepted)
-    assert reasons["lpips_out_of_window"] > 0 and reasons["vlm_not_visible"] > 0, reasons
+    assert reasons["vlm_not_visible"] > 0, reasons  # the scripted VLM's share, from what is asked: every machine
+    assert set(reasons) <= {"vlm_not_visible", "lpips_out_of_window", "empty_region"}, reasons
     assert any(s.status == "rejected" for s in rows)
     assert all("scripted" in s.provenance["models"]["vlm"] for s in accepted)
+    # Every LPIPS-checked artifact carries its value and the window's verdict on it (rejections by the
+    # window itself: tests/test_agents.py, whose images put LPIPS far outside it).
+    window = config.curation
+    for artifact in (a for s in rows for a in s.artifacts if a.tool in window.lpips_check_tools and a.lpips is not None):
+        assert artifact.accepted == (window.lpips_min <= artifact.lpips <= window.lpips_max), artifact
+
+
+def _perturbed(png: bytes, noise: np.ndarray) -> bytes:
+    """Every pixel moved by one grey level (+1 or −1 per value, the same pattern for every image of a sample)."""
+    array = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int16)
+    return encode_png(np.clip(array + noise[: array.shape[0], : array.shape[1]], 0, 255).astype(np.uint8))
+
+
+@pytest.mark.slow
+def test_tiny_path_verdicts_survive_a_one_grey_level_perturbation_of_every_pixel(samples_run):
+    """Curation's verdicts on the tiny run (LPIPS window, scripted triplet checks, the image's verdict) are the
+    same on images with every value moved by ±1: they do not hinge on the last bits of the arithmetic, so
+    another CPU's float rounding cannot change which rows a run accepts."""
+    config = load_config("tiny")
+    steps = [PixelChecks(load_lpips(config.models), config.curation), Verdicts(load_vlm(config.models), config.curation)]
+    curated = [s for s in iter_samples(samples_run) if s.image]
+    assert len(curated) >= 16
+    rng = np.random.default_rng(0)
+    noise = rng.choice(np.array([-1, 1], np.int16), size=(1024, 1024, 3))
+
+    def recurate(sample: Sample, move: bool) -> Sample:
+        fresh = copy.deepcopy(sample)
+        fresh.status, fresh.reject_reason, fresh.mask = "pending", "", b""
+        for artifact in fresh.artifacts:
+            artifact.accepted, artifact.reject_reason, artifact.lpips, artifact.vlm_verdict = False, "", None, None
+        if move:
+            for name in ("real_image", "clean_image", "image"):
+                setattr(fresh, name, _perturbed(getattr(fresh, name), noise))
+        return fresh
+
+    def verdicts(samples: list[Sample]) -> list[tuple]:
+        return [(s.sample_id, s.status, tuple((a.accepted, a.reject_reason) for a in s.artifacts)) for s in samples]
+
+    again = run_steps(steps, [recurate(s, move=False) for s in curated])
+    moved = run_steps(steps, [recurate(s, move=True) for s in curated])
+    assert verdicts(again) == verdicts(curated)  # the test re-runs curation as the factory ran it
+    assert verdicts(moved) == verdicts(curated)
+    for before, after in zip(again, moved):  # and LPIPS moves far less than the window's margins
+        for a, b in zip(before.artifacts, after.artifacts):
+            assert (a.lpips is None) == (b.lpips is None)
+            if a.lpips is not None:
+                assert abs(a.lpips - b.lpips) < 0.01, (before.sample_id, a.lpips, b.lpips)
