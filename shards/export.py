@@ -35,6 +35,7 @@ import argparse
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -159,6 +160,7 @@ class ExportStats:
     skipped_partial: int = 0  # accepted rows with a failed artifact in the image
     resized_images: int = 0  # written at the model's frame, not at their stored size
     records: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    empty_splits: list[str] = field(default_factory=list)  # splits with no record: e.g. no accepted row of a val photo
 
 
 def scale_box(bbox: Sequence[int], size: tuple[int, int], target: tuple[int, int]) -> list[int]:
@@ -280,6 +282,7 @@ def export_llamafactory(shards: str | Path | Sequence[str | Path], out: str | Pa
     for name, rows in records.items():
         (out / data_file(name)).write_text(json.dumps(rows, indent=2, ensure_ascii=False))
         stats.records[name] = len(rows)
+    stats.empty_splits = [name for name, rows in records.items() if not rows]
     (out / "dataset_info.json").write_text(json.dumps(dataset_info(), indent=2))
     return stats
 
@@ -309,6 +312,9 @@ def main(argv: list[str] | None = None) -> None:
     stats = export_llamafactory(args.shards, args.out, args.val_fraction, args.negatives, frame)
     print(json.dumps({"out": args.out, "image_max_pixels": frame.max_pixels, "image_min_pixels": frame.min_pixels,
                       **stats.__dict__}))
+    for name in stats.empty_splits:
+        print(f"warning: the {name} split is empty: no accepted row of a source held out for it (split by source, "
+              f"--val-fraction {args.val_fraction}); use more source images or another --val-fraction", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -92,3 +92,26 @@ def test_export_skips_images_with_an_unlabelled_edit_and_offers_both_negatives(t
         assert size == (56, 56)
         expected = np.asarray(Image.fromarray(column).resize(size, Image.Resampling.BICUBIC))
         assert np.array_equal(np.asarray(Image.open(out / negative[0]["images"][0])), expected)
+
+
+def test_an_empty_validation_split_is_reported(tmp_path, capsys):
+    """Every source lands in train at ``--val-fraction 0``: the export still writes both files, and says the
+    validation split is empty (stats and one warning line), instead of leaving a trainer to find out."""
+    import numpy as np
+
+    from shards.images import encode_png
+    from shards.record import Artifact, Sample
+    from shards.writer import write_shard
+
+    pixels = encode_png(np.full((48, 64, 3), 90, np.uint8))
+    row = Sample(sample_id="s", source_id="a", seed=0, status="accepted", real_image=pixels, clean_image=pixels,
+                 image=pixels, mask=encode_png(np.ones((48, 64), np.uint8)), global_explanation="broken",
+                 artifacts=[Artifact(tool="add", bbox=[0, 0, 10, 10], accepted=True, local_explanation="x")])
+    write_shard([row], tmp_path / "run" / "data" / "p.parquet")
+    out = tmp_path / "export"
+    main(["--format", "llamafactory", "--shards", str(tmp_path / "run"), "--out", str(out), "--val-fraction", "0"])
+    printed = capsys.readouterr()
+    stats = json.loads(printed.out)
+    assert stats["empty_splits"] == ["val"] and stats["records"] == {"train": 2, "val": 0}
+    assert "warning: the val split is empty" in printed.err
+    assert json.loads((out / data_file("val")).read_text()) == []
