@@ -8,11 +8,14 @@ shortcut) and/or its ``real_image`` (``DataConfig.negatives``). The held-out spl
 the same side.
 Both classes get the same torchvision augmentation (random JPEG re-encode, random resized crop,
 horizontal flip; masks follow with nearest-neighbour resampling), so file format and resampling
-traces are no shortcut. Training reads shards with Ray Data; evaluation iterates them in plain Python.
+traces are no shortcut. Training reads shards with Ray Data (decoded and resized there, augmented by the
+trainer with draws seeded per epoch, rank and step, so a training run is reproducible); evaluation
+iterates them in plain Python.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -149,27 +152,57 @@ def _image_tensor(image: Image.Image) -> tv_tensors.Image:
     return tv_tensors.Image(v2.functional.pil_to_tensor(image.convert("RGB")))
 
 
+def stored_side(size: int, cfg: DataConfig) -> int:
+    """The side a training image is resized to before augmentation: the smallest random crop
+    (``crop_scale[0]`` of its area) still has ``size`` pixels per side, so no crop is upsampled."""
+    return math.ceil(size / math.sqrt(cfg.crop_scale[0]))
+
+
 def _batch_to_arrays(table: pa.Table, split: Split, train: bool, size: int, cfg: DataConfig
                      ) -> Iterator[dict[str, np.ndarray]]:
-    """A Ray Data ``pyarrow`` batch of shard rows → stacked model inputs of its examples in ``split``
-    (a generator, so a batch without any yields nothing)."""
-    if train:
-        torch.seed()  # fresh entropy: a Ray worker process starts from torch's fixed default seed
-    pixels, masks, labels, types = [], [], [], []
+    """A Ray Data ``pyarrow`` batch of shard rows → stacked examples of ``split`` (a generator, so a batch
+    without any yields nothing): for training, uint8 ``image`` at ``stored_side`` for ``augment_batch``;
+    otherwise the model's float ``pixel_values`` at ``size``."""
+    images, masks, labels, types = [], [], [], []
     for sample in table_to_samples(table):
         if not _in_split(sample.source_id, split, cfg):
             continue
         for ex in examples_from_sample(sample, cfg.negatives):
-            x, m = transform(ex.image, ex.mask, size, cfg if train else None)
-            pixels.append(x), masks.append(m), labels.append(ex.label), types.append(ex.types)
-    if pixels:
-        yield {"pixel_values": np.stack(pixels), "mask": np.stack(masks), "label": np.asarray(labels, np.float32),
-               "types": np.stack(types)}
+            x, m = _resize(ex.image, ex.mask, stored_side(size, cfg)) if train else transform(ex.image, ex.mask, size)
+            images.append(x), masks.append(m), labels.append(ex.label), types.append(ex.types)
+    if images:
+        yield {"image" if train else "pixel_values": np.stack(images), "mask": np.stack(masks),
+               "label": np.asarray(labels, np.float32), "types": np.stack(types)}
+
+
+def _resize(image: Image.Image, mask: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image, mask) → ((3, side, side) uint8, (side, side) uint8): bicubic image, nearest-neighbour mask."""
+    resize = v2.Resize((side, side), interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
+    pixels, labels = resize(_image_tensor(image), tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask))))
+    return pixels.numpy(), labels.numpy()
+
+
+def augment_batch(batch: dict[str, torch.Tensor], size: int, cfg: DataConfig, seed: int) -> dict[str, torch.Tensor]:
+    """A training batch of uint8 ``image`` (N, 3, S, S) → the same examples augmented to the model's float
+    ``pixel_values`` (N, 3, size, size), masks following. The draws are a function of ``seed`` alone (torch's
+    global generator is forked, not advanced), so a run is reproducible: the trainer passes one seed per
+    (run seed, epoch, rank, step)."""
+    augmentation = _transforms(size, cfg)
+    pixels, masks = [], []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for image, mask in zip(batch["image"].cpu(), batch["mask"].cpu()):
+            x, m = augmentation(tv_tensors.Image(image), tv_tensors.Mask(mask))
+            pixels.append(x), masks.append(m)
+    rest = {k: v for k, v in batch.items() if k not in ("image", "mask")}
+    return {**rest, "pixel_values": torch.stack(pixels).as_subclass(torch.Tensor),
+            "mask": torch.stack(masks).as_subclass(torch.Tensor)}
 
 
 def ray_dataset(paths: str | Path | Sequence[str | Path], split: Split, train: bool, size: int, cfg: DataConfig):
-    """A Ray Dataset of model-ready rows (``pixel_values``, ``mask``, ``label``, ``types``) for ``split``;
-    training datasets are augmented anew on every pass. A source's negatives come once per accepted row of it."""
+    """A Ray Dataset of rows (``mask``, ``label``, ``types`` and, for evaluation, the model's ``pixel_values``;
+    for training, uint8 ``image`` that the trainer augments anew every pass with ``augment_batch``) for
+    ``split``. A source's negatives come once per accepted row of it."""
     import ray.data
 
     return ray.data.read_parquet(shard_files(paths)).map_batches(

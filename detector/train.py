@@ -8,6 +8,11 @@ ranks); rank 0 prints them and hands over a checkpoint (detector safetensors + c
 state, epoch and metrics). Runs live under ``--storage`` (default
 ``CKPT/ray``), one directory per run; ``--resume`` reopens the newest one, Ray Train restores its
 latest checkpoint and the epoch counter continues from it. The final model is exported to ``--out``.
+
+A run is reproducible on one machine: the model starts from ``TrainConfig.seed``, Ray Data deals the
+blocks to the ranks in file order (``preserve_order``), and each batch's augmentation is drawn from a seed
+of (run seed, epoch, rank, step) — so the same shards and command train the same weights, and a held-out
+number is a property of the data and the recipe, not of a scheduler's luck.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import time
 from dataclasses import asdict, field
 from pathlib import Path
 
+import numpy as np
 import ray
 import ray.train
 import ray.train.torch
@@ -27,10 +33,11 @@ import torch
 import torch.distributed as dist
 from pydantic import ConfigDict, Field, TypeAdapter
 from pydantic.dataclasses import dataclass
-from ray.train import Checkpoint, CheckpointConfig, RunConfig, ScalingConfig
+from ray.data import ExecutionOptions
+from ray.train import Checkpoint, CheckpointConfig, DataConfig as RayDataConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from detector.data import DataConfig, ray_dataset, split_counts
+from detector.data import DataConfig, augment_batch, ray_dataset, split_counts
 from detector.model import (CONFIG_FILE, IGNORE, WEIGHTS_FILE, ArtifactDetector, DetectorConfig, load_detector,
                             save_detector)
 
@@ -80,12 +87,19 @@ def _all_reduce(values: list[float], device: torch.device) -> list[float]:
     return tensor.tolist()
 
 
+def augmentation_seed(run_seed: int, epoch: int, rank: int, step: int) -> int:
+    """The seed of one training batch's augmentation: a pure function of where it is in the run."""
+    return int(np.random.SeedSequence([run_seed, epoch, rank, step]).generate_state(1)[0])
+
+
 def _train_epoch(model: ArtifactDetector, ddp_model: torch.nn.Module, optimizer: torch.optim.Optimizer, shard,
-                 batch_size: int, device: torch.device) -> list[float]:
-    """One pass over this rank's training shard; returns [loss sum, images]."""
+                 cfg: TrainConfig, epoch: int, rank: int, device: torch.device) -> list[float]:
+    """One pass over this rank's training shard, each batch augmented with its own seed; returns [loss sum, images]."""
     ddp_model.train()
     sums = [0.0, 0.0]
-    for batch in shard.iter_torch_batches(batch_size=batch_size, device=device):
+    for step, raw in enumerate(shard.iter_torch_batches(batch_size=cfg.batch_size, device="cpu")):
+        batch = augment_batch(raw, cfg.model.image_size, cfg.data, augmentation_seed(cfg.seed, epoch, rank, step))
+        batch = {k: v.to(device) for k, v in batch.items()}
         losses = model.loss(ddp_model(batch["pixel_values"]), batch)
         optimizer.zero_grad()
         losses["loss"].backward()
@@ -126,7 +140,7 @@ def train_loop_per_worker(raw_config: dict) -> None:
     val_shard = ray.train.get_dataset_shard("val") if cfg.data.val_fraction > 0 else None
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
-        train_sums = _train_epoch(model, ddp_model, optimizer, train_shard, cfg.batch_size, device)
+        train_sums = _train_epoch(model, ddp_model, optimizer, train_shard, cfg, epoch, context.get_world_rank(), device)
         val_sums = _validate(model, val_shard, cfg.batch_size, device)
         loss_sum, n_train, val_loss, n_val, tp, fp, fn = _all_reduce(train_sums + val_sums, device)
         metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_train, 1), "val_loss": val_loss / max(n_val, 1),
@@ -178,6 +192,8 @@ def train(shards: list[str], out: str | Path, cfg: TrainConfig, workers: int = 1
         train_loop_per_worker,
         train_loop_config=TRAIN_ADAPTER.dump_python(cfg, mode="json"),
         datasets=datasets,
+        # blocks in file order, dealt to the workers in that order: each rank sees the same rows every run
+        dataset_config=RayDataConfig(execution_options=ExecutionOptions(preserve_order=True)),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus_per_worker}),
         run_config=RunConfig(storage_path=str(storage.resolve()), name=_run_name(storage, resume),

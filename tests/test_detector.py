@@ -16,13 +16,13 @@ from pydantic import ValidationError
 from transformers import AutoBackbone, ConvNextConfig, Dinov2Config, SwinConfig
 
 from detector import eval as detector_eval
-from detector.data import DataConfig, iter_examples, to_pixels, transform
+from detector.data import DataConfig, augment_batch, iter_examples, stored_side, to_pixels, transform
 from detector.model import (TYPE_NAMES, ArtifactDetector, BackboneNotFoundError, DetectorConfig,
                             attention_alignment_loss, load_detector, save_detector)
 from detector.metrics import box_f1, mask_to_boxes, pixel_per_image, pixel_pooled
 from detector.predict import infer
 from detector.predict import main as predict_main
-from detector.train import STATE_FILE, TRAIN_ADAPTER, TrainConfig
+from detector.train import STATE_FILE, TRAIN_ADAPTER, TrainConfig, augmentation_seed
 from detector.train import main as train_main
 from shards.split import split_of
 from shards.taxonomy import CATEGORY_NAMES
@@ -95,6 +95,29 @@ def test_augmentation_moves_mask_with_image():
             assert red[inside].mean() > 0.8 and inside[red].mean() > 0.8
     pixels, out = transform(Image.fromarray(image), mask, 48)  # evaluation: a plain resize
     assert np.array_equal(pixels, to_pixels(Image.fromarray(image), 48)) and (out[:20] != 255).all()
+
+
+def test_training_batches_are_augmented_from_their_seed_alone():
+    """The trainer's augmentation: the same seed gives the same batch, another seed another one, and
+    torch's global generator is left where it was (a run's draws do not depend on what ran before)."""
+    cfg = DataConfig(jpeg_prob=0.5, flip_prob=0.5)
+    image = torch.zeros((4, 3, stored_side(48, cfg), stored_side(48, cfg)), dtype=torch.uint8)
+    image[:, 0, 10:40, 5:30] = 255
+    mask = (image[:, 0] > 0).to(torch.uint8)
+    batch = {"image": image, "mask": mask, "label": torch.ones(4)}
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    first, again, other = (augment_batch(batch, 48, cfg, seed) for seed in (augmentation_seed(0, 2, 1, 5),
+                                                                             augmentation_seed(0, 2, 1, 5),
+                                                                             augmentation_seed(0, 3, 1, 5)))
+    assert torch.rand(1) == before
+    assert first["pixel_values"].shape == (4, 3, 48, 48) and first["pixel_values"].dtype == torch.float32
+    assert first["mask"].shape == (4, 48, 48) and set(first["mask"].unique().tolist()) <= {0, 1}
+    assert torch.equal(first["pixel_values"], again["pixel_values"]) and torch.equal(first["mask"], again["mask"])
+    assert not torch.equal(first["pixel_values"], other["pixel_values"])
+    red = first["pixel_values"][:, 0] > 0.5
+    assert (red == first["mask"].bool()).float().mean() > 0.95  # the mask follows the crop and the flip
 
 
 # ------------------------------------------------------------------------------------------ model
