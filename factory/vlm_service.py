@@ -29,6 +29,7 @@ from factory.failures import StageFailingError
 
 CHECK_NAME = "server_check"
 CHECK_PROMPT = "Is this message a test? Answer in one word."  # no JSON asked for: only the schema can ask
+CHECK_MAX_TOKENS = 32  # '{"ok": true}' and some room
 CHECK_SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
                 "additionalProperties": False}
 STRUCTURED_OUTPUTS = ("use a server that supports JSON-schema structured outputs (response_format), e.g. vLLM "
@@ -133,6 +134,7 @@ def check_vlm_server(config: Config) -> Config:
     from factory.models.vlm import load_vlm
 
     backend = load_vlm(config.models)
+    backend.max_tokens = min(backend.max_tokens, CHECK_MAX_TOKENS)  # this instance asks one short question only
     where = f"VLM server {backend.base_url} (model {vlm.openai_model or '?'})"
     try:
         model = backend.model_id

@@ -8,8 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from shards.reader import iter_samples
 from shards.record import Sample
 from shards.rows import samples_to_table, table_to_samples
 from tests.conftest import factory_env
+from tests.vlm_servers import ScriptedVLMServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,46 +162,10 @@ def test_circuit_breaker_needs_enough_failures_of_one_stage_in_the_window():
 
 
 # ------------------------------------------------------------------- a VLM server that is down
-class VLMServer(BaseHTTPRequestHandler):
-    """An OpenAI-compatible server: 503 to everything while ``down``, else schema-valid answers."""
-
-    down = True
-    requests = 0
-
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests += 1
-        if type(self).down:
-            return self._send(503, {"error": {"message": "overloaded"}})
-        name = body["response_format"]["json_schema"]["name"]
-        if name == "caption_vocabulary":
-            answer = {"caption": "a person with a cat", "entities": [
-                {"name": "person", "peripheral": ["hand", "ear"], "intermediate": ["arm", "head"]},
-                {"name": "cat", "peripheral": ["tail", "paw"], "intermediate": ["leg"]}]}
-        elif name.startswith("triplet"):
-            answer = {"visible": True, "in_region": True, "explanation": "the part is wrong", "label": "wrong part"}
-        else:
-            answer = {"explanation": "a structural flaw"}
-        self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [
-            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": json.dumps(answer)}}]})
-
-    def _send(self, status: int, payload: dict):
-        raw = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-
 @pytest.mark.slow
 def test_a_vlm_outage_stops_the_job_without_using_up_sources_and_the_rerun_finishes(tmp_path):
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), VLMServer)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    httpd = ScriptedVLMServer("down")  # passes the start-up check, then answers 503 to everything
+    url = httpd.url
     photos = tmp_path / "photos"
     photos.mkdir()
     for name in ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat"):
@@ -212,8 +175,7 @@ def test_a_vlm_outage_stops_the_job_without_using_up_sources_and_the_rerun_finis
            "--out", str(out), "--set", "models.vlm.backend=openai", "--set", f"models.vlm.base_url={url}",
            "--set", "models.vlm.max_retries=1", "--set", "models.vlm.timeout_s=5"]
     env = factory_env()
-    try:
-        VLMServer.down = True
+    with httpd:
         down = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert down.returncode == 4, down.stderr[-3000:]
         last = down.stderr.strip().splitlines()[-1]
@@ -230,11 +192,9 @@ def test_a_vlm_outage_stops_the_job_without_using_up_sources_and_the_rerun_finis
         # Stopped promptly: far fewer tries than the sources x seeds it could have walked through.
         assert len({e["sample_id"] for e in errors}) < 6 * load_config("tiny").factory.seeds_per_image
 
-        VLMServer.down = False  # the server recovers: the same command finishes the job
+        httpd.mode = "ok"  # the server recovers: the same command finishes the job
         up = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert up.returncode == 0, up.stderr[-3000:]
-    finally:
-        httpd.shutdown()
     samples = list(iter_samples(out))
     assert len({s.sample_id for s in samples}) == len(samples)
     assert sum(s.status == "accepted" for s in samples) == n
