@@ -97,28 +97,48 @@ def test_occasional_invalid_answers_stay_rejections_and_dominating_ones_trip_the
 
 
 @pytest.mark.slow
-def test_a_server_that_degrades_mid_run_stops_the_job_within_one_window_and_the_rerun_finishes(tmp_path):
+def test_a_server_that_goes_down_or_degrades_mid_run_stops_the_job_and_the_rerun_finishes(tmp_path):
+    """One output, three runs against a server that passed the start-up check: it answers 503 (a stage
+    fails, nothing is committed for it), then prose (invalid answers, at most one breaker window of
+    them committed), then it is fixed and the same command ends with exactly n."""
     photos = tmp_path / "photos"
     photos.mkdir()
     write_photos(photos, PHOTOS)
     out, n = tmp_path / "run", 2
-    window = load_config("tiny").factory.breaker_window
-    with ScriptedVLMServer("prose") as server:  # passes the start-up check, then answers prose
+    policy = load_config("tiny").factory
+    with ScriptedVLMServer("down") as server:
         args = ["--n", str(n), "--preset", "tiny", "--source", str(photos), "--out", str(out),
-                *openai_args(server.url)]
+                *openai_args(server.url, "--set", "models.vlm.timeout_s=5")]
+        down = factory_run(*args)
+        assert down.returncode == 4, down.stderr[-3000:]
+        line = down.stderr.strip().splitlines()[-1]
+        assert line.startswith("error: stage 'perception' failed") and server.url in line
+        assert "http_503 after 2 attempts; the server said: overloaded" in line
+        committed = list(iter_samples(out))
+        assert not any("vlm" in s.reject_reason or "503" in s.reject_reason for s in committed)
+        errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+        assert errors and all(e["stage"] == "perception" and e["type"] == "VLMUnavailableError" for e in errors)
+        assert all("Traceback" in e["traceback"] for e in errors)
+        report = json.loads((out / "report.json").read_text())
+        assert report["failed"]["by_stage"] == {"perception": {"VLMUnavailableError": len(errors)}}
+        assert report["stopped"] and not report["complete"]
+        # Stopped promptly: far fewer tries than the sources x seeds it could have walked through.
+        assert len({e["sample_id"] for e in errors}) < len(PHOTOS) * policy.seeds_per_image
+
+        server.mode = "prose"  # back, but ignoring response_format
         degraded = factory_run(*args)
         assert degraded.returncode == 4, degraded.stderr[-3000:]
         line = degraded.stderr.strip().splitlines()[-1]
         assert "did not follow their JSON schema" in line and "scripted-vlm" in line and "vLLM" in line
-        committed = list(iter_samples(out))
-        invalid = [s for s in committed if "vlm_invalid_answer" in s.reject_reason]
-        assert 0 < len(invalid) <= window and len(invalid) == len(committed)
-        assert json.loads((out / "report.json").read_text())["stopped"]
+        invalid = [s for s in iter_samples(out) if "vlm_invalid_answer" in s.reject_reason]
+        assert 0 < len(invalid) <= policy.breaker_window
+        assert len(list(iter_samples(out))) == len(committed) + len(invalid)
 
-        server.mode = "ok"  # the server is fixed: the same command finishes the job
+        server.mode = "ok"  # fixed: the same command finishes the job
         fixed = factory_run(*args)
         assert fixed.returncode == 0, fixed.stderr[-3000:]
     samples = list(iter_samples(out))
     assert len({s.sample_id for s in samples}) == len(samples)
     assert sum(s.status == "accepted" for s in samples) == n
     assert {s.sample_id for s in invalid} <= {s.sample_id for s in samples}  # kept, as rejections
+    assert not any("503" in s.reject_reason or "error" in s.reject_reason.lower() for s in samples)
