@@ -135,17 +135,15 @@ def check_vlm_server(config: Config) -> Config:
 
     backend = load_vlm(config.models)
     backend.max_tokens = min(backend.max_tokens, CHECK_MAX_TOKENS)  # this instance asks one short question only
-    where = f"VLM server {backend.base_url} (model {vlm.openai_model or '?'})"
     try:
-        model = backend.model_id
-        where = f"VLM server {backend.base_url} (model {model})"
+        model = backend.model_id  # openai_model unset: the one model /v1/models lists
         [answer] = backend.generate_json([VLMRequest(CHECK_PROMPT, CHECK_SCHEMA, name=CHECK_NAME)])
     except VLMUnavailableError as err:
         raise StageFailingError(f"start-up check failed: {err}; fix models.vlm (base_url, openai_model, "
                                 f"api_key_env) or the server, then re-run the same command") from None
     if not answer.ok:
         raw = " ".join(answer.raw.split())[:80]
-        raise StageFailingError(f"start-up check failed: {where} ignores the JSON schema of response_format "
+        raise StageFailingError(f"start-up check failed: VLM server {backend.base_url} (model {model}) ignores the JSON schema of response_format "
                                 f"({answer.error[:120]}; it answered {raw!r}): {STRUCTURED_OUTPUTS}; "
                                 "no source was used up")
     if vlm.openai_model is None:
