@@ -39,12 +39,12 @@ class Describe:
         answers = self.vlm.generate_json([VLMRequest(*prompts.caption_vocabulary(), images=[pixels.image(s)],
                                                      name="caption_vocabulary", key=s.source_id) for s in samples])
         for sample, answer in zip(samples, answers):
+            sample.provenance.setdefault("models", {})["vlm"] = self.vlm.model_id  # who answered, even if badly
             if not answer.ok:  # the model's answer is unusable (a transport failure raises instead)
                 sample.reject(f"vlm_invalid_answer:{answer.error}"[:300])
                 continue
             words = vocabulary(answer.value)
             sample.caption = answer.value["caption"].strip()
-            sample.provenance.setdefault("models", {})["vlm"] = self.vlm.model_id
             if not any(w["role"] == "entity" for w in words):
                 sample.reject("no_entities: the VLM named no object")
                 continue

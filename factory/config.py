@@ -51,6 +51,15 @@ class ModelSpec(Strict):
     revision: str | None = None
     local_files_only: bool = Field(True, description="never download at run time unless asked")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _a_section_not_a_name(cls, data: Any) -> Any:
+        if isinstance(data, str):  # `--set models.vlm.model=NAME`: say which field takes a name
+            raise ValueError(f"a model is a section (kind, path, revision, local_files_only), not a name: set its "
+                             f".path={data} (with .kind=pretrained); a VLM behind an OpenAI-compatible server "
+                             "takes its name in models.vlm.openai_model")
+        return data
+
     @model_validator(mode="after")
     def _pretrained_needs_path(self) -> ModelSpec:
         if self.kind == "pretrained" and not self.path:
@@ -64,7 +73,8 @@ class VLMConfig(Strict):
     model: ModelSpec = ModelSpec()
     base_url: str | None = Field(None, description="OpenAI-compatible server URL (backend 'openai')")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
-    openai_model: str = Field("gpt-4o", description="model name sent to the OpenAI-compatible server")
+    openai_model: str | None = Field(None, description="model name sent to the OpenAI-compatible server; "
+                                     "unset: the one model its /v1/models lists")
     max_new_tokens: int = Field(384, ge=16)
     temperature: float = Field(0.0, ge=0.0)
     max_concurrency: int = Field(8, ge=1)

@@ -4,6 +4,12 @@ A failed sample is never committed; it is planned again in a later round, at mos
 ``factory.max_attempts`` tries per run, and when one stage fails a large share of the latest
 samples the job stops with ``StageFailingError`` — no source is used up, and the same command
 resumes once the cause is fixed.
+
+A VLM answer that does not follow its JSON schema is data (the sample is committed as rejected,
+``vlm_invalid_answer``), but a server that degrades mid-run answers that way for every sample: the
+breaker counts such samples in its window like failures of a stage ``vlm answers``, so once they
+dominate a window the job stops with one line, while an occasional invalid answer stays a rejection.
+At most one window of them is committed before the stop.
 """
 
 from __future__ import annotations
@@ -19,6 +25,13 @@ from shards.record import Sample
 class StageFailingError(RuntimeError):
     """A stage keeps failing (infrastructure or a bug); the message is the one line to show."""
 
+
+INVALID_ANSWERS = "vlm answers"  # the breaker's name for samples rejected for an invalid VLM answer
+
+
+def invalid_vlm_answer(sample: Sample) -> bool:
+    """Rejected because the VLM's answer did not follow its schema (the description's, or every verdict's)."""
+    return sample.status == "rejected" and "vlm_invalid_answer" in sample.reject_reason
 
 
 @dataclass
@@ -46,8 +59,14 @@ class Failures:
         return {"sample_id": sample.sample_id, "source_id": sample.source_id, "seed": sample.seed,
                 "attempt": self.attempts[sample.sample_id], **sample.failure}
 
-    def finished(self) -> None:
-        self._observe(None)
+    def finished(self, sample: Sample | None = None) -> None:
+        """Count one committed sample: a rejection for an invalid VLM answer counts against ``vlm answers``."""
+        if sample is not None and invalid_vlm_answer(sample):
+            model = sample.provenance.get("models", {}).get("vlm", "?")
+            self.first_error.setdefault(INVALID_ANSWERS, f"{sample.reject_reason[:240]} from model {model}")
+            self._observe(INVALID_ANSWERS)
+        else:
+            self._observe(None)
 
     def _observe(self, stage: str | None) -> None:
         self.window.append(stage)
@@ -67,6 +86,11 @@ class Failures:
         return None
 
     def describe(self, stage: str, how_many: str) -> str:
+        if stage == INVALID_ANSWERS:
+            return (f"the VLM's answers did not follow their JSON schema in {how_many} (first: "
+                    f"{self.first_error.get(stage, '?')}): the server ignores or lost response_format; use a "
+                    "server that supports JSON-schema structured outputs (response_format), e.g. vLLM, then re-run "
+                    "the same command to resume (those samples stay committed as rejected)")
         return (f"stage '{stage}' failed {how_many} (first error: {self.first_error.get(stage, '?')}); "
                 "no source was used up: fix the cause and re-run the same command to resume "
                 "(tracebacks in errors.jsonl)")

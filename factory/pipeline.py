@@ -290,7 +290,7 @@ class StreamJob:
                     self.output.append_text("errors.jsonl", json.dumps({"stream": info["stream"], **entry}) + "\n")
                     info["failed"] += 1
                     continue
-                self.failures.finished()
+                self.failures.finished(sample)
                 self.held[sample.sample_id] = sample
             self.peak_held = max(self.peak_held, len(self.held))
             self._advance()

@@ -27,11 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Outputs: OUT/data/*.parquet, OUT/README.md (dataset card), OUT/report.json, "
                "OUT/flawforge.json (the run's config, guards resume). Exit status: 0 done, "
                f"2 bad arguments or config, {EXIT_INCOMPLETE} sources exhausted before n accepted, "
-               f"{EXIT_STAGE_FAILING} a stage kept failing (server down, out of memory, a bug: nothing is "
-               "used up; fix it and re-run the same command).",
+               f"{EXIT_STAGE_FAILING} a stage kept failing (server down or ignoring the JSON schema, out of "
+               "memory, a bug: fix it and re-run the same command).",
     )
-    parser.add_argument("--n", type=int, required=True,
-                        help="number of ACCEPTED samples the output must hold when the job ends")
+    parser.add_argument("--n", type=int, default=None,
+                        help="number of ACCEPTED samples the output must hold when the job ends "
+                             "(required, except with --print-config)")
     parser.add_argument("--preset", choices=PRESETS, default="tiny",
                         help="model and schedule preset (default: tiny, random CPU models)")
     parser.add_argument("--source", default=None,
@@ -44,14 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override one config value, e.g. --set injection.solver=fireflow (repeatable)")
     parser.add_argument("--ray-address", default=None,
                         help="Ray cluster address (default: RAY_ADDRESS, else start a local Ray)")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config and exit (backend openai: after checking the server)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="logging verbosity (default INFO)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.n is None and not args.print_config:
+        parser.error("the following arguments are required: --n")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     overrides = list(args.overrides)
     if args.source is not None:
@@ -65,13 +70,24 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.print_config:
+    from factory.failures import StageFailingError
+    from factory.vlm_service import check_vlm_server
+
+    if args.print_config:  # backend openai: also checks the server (and names the model it serves)
+        try:
+            config, failed = check_vlm_server(config), None
+        except StageFailingError as err:
+            failed = err
         print(json.dumps(config.model_dump(mode="json"), indent=2))
+        if failed is not None:
+            print(f"error: {failed}", file=sys.stderr)
+            return EXIT_STAGE_FAILING
         return 0
 
-    from factory.pipeline import OutputMismatchError, StageFailingError, run_factory
+    from factory.pipeline import OutputMismatchError, run_factory
 
     try:
+        config = check_vlm_server(config)  # backend openai: a server that ignores the schema stops here
         report = run_factory(args.n, config, args.out)
     except (OutputMismatchError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

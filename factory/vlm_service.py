@@ -10,6 +10,11 @@ its client is the local ``OpenAIBackend`` and no actor is started; backend ``scr
 so each stage keeps its own. A server that dies is restarted
 by Ray; a call that meets a dead or restarting server raises, and the stage fails that batch (it is
 retried, never rejected).
+
+Backend ``openai`` is checked once before the job plans any source (``check_vlm_server``): one small
+schema-constrained request whose answer must validate. A server that is down, refuses the request
+or ignores ``response_format`` (answers prose) is a configuration fault: the job stops with one line
+instead of committing every photo as ``vlm_invalid_answer``.
 """
 
 from __future__ import annotations
@@ -18,8 +23,17 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.vlm.base import VLMRequest, VLMResult
+from agents.vlm.base import VLMRequest, VLMResult, VLMUnavailableError
 from factory.config import Config, ModelsConfig
+from factory.failures import StageFailingError
+
+CHECK_NAME = "server_check"
+CHECK_PROMPT = "Is this message a test? Answer in one word."  # no JSON asked for: only the schema can ask
+CHECK_MAX_TOKENS = 32  # '{"ok": true}' and some room
+CHECK_SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+                "additionalProperties": False}
+STRUCTURED_OUTPUTS = ("use a server that supports JSON-schema structured outputs (response_format), e.g. vLLM "
+                      "(`vllm serve MODEL`)")
 
 
 class VLMServer:
@@ -104,3 +118,35 @@ def connect_vlm(config: Config, client: VLMClient | None):
     from factory.models.vlm import load_vlm
 
     return load_vlm(config.models)
+
+
+def check_vlm_server(config: Config) -> Config:
+    """Backend ``openai``: ask the server one schema-constrained question before any source is planned.
+
+    Returns the config with ``models.vlm.openai_model`` filled in from the server's ``/v1/models`` when
+    it was unset (so the model is part of the config hash and of ``flawforge.json``). Raises
+    ``StageFailingError`` with one line naming the URL, the model and what to do when the server cannot
+    be reached, refuses the request or answers something that does not validate against the schema.
+    Other backends are returned unchanged."""
+    vlm = config.models.vlm
+    if vlm.backend != "openai":
+        return config
+    from factory.models.vlm import load_vlm
+
+    backend = load_vlm(config.models)
+    backend.max_tokens = min(backend.max_tokens, CHECK_MAX_TOKENS)  # this instance asks one short question only
+    try:
+        model = backend.model_id  # openai_model unset: the one model /v1/models lists
+        [answer] = backend.generate_json([VLMRequest(CHECK_PROMPT, CHECK_SCHEMA, name=CHECK_NAME)])
+    except VLMUnavailableError as err:
+        raise StageFailingError(f"start-up check failed: {err}; fix models.vlm (base_url, openai_model, "
+                                f"api_key_env) or the server, then re-run the same command") from None
+    if not answer.ok:
+        raw = " ".join(answer.raw.split())[:80]
+        raise StageFailingError(f"start-up check failed: VLM server {backend.base_url} (model {model}) ignores the JSON schema of response_format "
+                                f"({answer.error[:120]}; it answered {raw!r}): {STRUCTURED_OUTPUTS}; "
+                                "no source was used up")
+    if vlm.openai_model is None:
+        config = config.model_copy(deep=True)
+        config.models.vlm.openai_model = model
+    return config

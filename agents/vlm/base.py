@@ -21,6 +21,11 @@ class VLMUnavailableError(RuntimeError):
     """The VLM could not be reached or did not answer; the message names where and why."""
 
 
+class VLMConfigError(VLMUnavailableError):
+    """The VLM server refused the request itself (an HTTP 4xx: unknown model, bad key, a field it does
+    not accept): retrying cannot help, the configuration must change. The message holds the server's text."""
+
+
 @dataclass
 class VLMRequest:
     prompt: str

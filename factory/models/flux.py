@@ -84,8 +84,23 @@ def load_flux(models: ModelsConfig, image: bool = True, text: bool = True) -> Fl
         parts.text_encoder = parts.tokenizer = parts.text_encoder_2 = parts.tokenizer_2 = None
     for module in (parts.transformer, parts.vae, parts.text_encoder, parts.text_encoder_2):
         if module is not None:
-            module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+            place(module, device, dtype)
     return parts
+
+
+def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """Move a loaded module to ``device`` in eval mode; cast it only when it is not in ``dtype`` yet.
+
+    Pretrained parts are loaded in ``dtype`` (``from_pretrained(dtype=...)``, which keeps a model's
+    float32 modules where it declares any), so only the tiny float32 builds need a cast. Diffusers'
+    ``ModelMixin.to`` warns about "modules that should be kept in float32" on every cast with a dtype,
+    even for models that declare none, so a model that declares none is cast as a plain module."""
+    if module.dtype != dtype:
+        if getattr(module, "_keep_in_fp32_modules", None):
+            module.to(dtype=dtype)  # the library knows what to keep: let it warn
+        else:
+            torch.nn.Module.to(module, dtype=dtype)
+    module.to(device=device).eval().requires_grad_(False)
 
 
 def random_flux_dev(device: torch.device, dtype: torch.dtype, image: bool = True, text: bool = True,
