@@ -150,8 +150,12 @@ class RemoveConfig(Strict):
 class DistortConfig(Strict):
     kernels: list[Literal["permute", "jitter", "strips"]] = ["permute", "jitter", "strips"]
     jitter_sigma_cells: float = Field(1.0, gt=0)
-    strips: int = Field(6, ge=2)
-    strip_shift_px: tuple[int, int] = (10, 60)
+    jitter_redraws: int = Field(10, ge=0, description="redraws of a jitter offset that leaves the grid or entity")
+    strip_shifts: list[int] = Field([0, 1, 3, -2, -3, -4], min_length=2,
+                                    description="cells each strip is rolled by, shuffled per part (the authors')")
+    targets: Literal["part", "moved"] = Field(
+        "part", description="'part': the whole part is the target and the label (the authors'); 'moved': only "
+                            "the cells that move")
 
 
 class FuseConfig(Strict):
