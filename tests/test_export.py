@@ -5,12 +5,14 @@ with the ``datasets`` JSON loader. The box frame itself is checked in ``test_exp
 
 import json
 import re
+from dataclasses import replace
 
 from datasets import load_dataset
 from PIL import Image
 
 from shards.export import NO_ARTIFACTS, SPLITS, ModelFrame, data_file, dataset_name, main
 from shards.reader import iter_samples
+from shards.record import Artifact, Sample
 from shards.split import split_of
 
 VAL_FRACTION = 0.3
@@ -92,3 +94,18 @@ def test_export_skips_images_with_an_unlabelled_edit_and_offers_both_negatives(t
         assert size == (56, 56)
         expected = np.asarray(Image.fromarray(column).resize(size, Image.Resampling.BICUBIC))
         assert np.array_equal(np.asarray(Image.open(out / negative[0]["images"][0])), expected)
+
+
+def test_export_boxes_are_the_target_cells_box_by_default(tmp_path):
+    """``--boxes target`` (default) answers with ``target_bbox`` (the authors' label); ``changed`` with
+    ``bbox`` (every changed pixel's box, one dilation cell wider)."""
+    from shards.export import answer
+    from shards.answers import parse_answer
+
+    sample = Sample(sample_id="s", source_id="src", seed=0, status="accepted",
+                    artifacts=[Artifact(tool="add", bbox=[16, 16, 80, 80], target_bbox=[32, 32, 64, 64],
+                                        accepted=True, local_explanation="x")])
+    assert parse_answer(answer(sample, 128, 128)).boxes == [[32, 32, 64, 64]]
+    assert parse_answer(answer(sample, 128, 128, boxes="changed")).boxes == [[16, 16, 80, 80]]
+    old = replace(sample.artifacts[0], target_bbox=None)  # a shard written before schema 4
+    assert parse_answer(answer(replace(sample, artifacts=[old]), 128, 128)).boxes == [[16, 16, 80, 80]]
