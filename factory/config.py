@@ -221,8 +221,9 @@ class CurationConfig(Strict):
     lpips_min: float = Field(0.1, ge=0)
     lpips_max: float = Field(0.5, ge=0)
     lpips_measure: Literal["box_crop", "mask_mean"] = Field(
-        "box_crop", description="LPIPS of the crops at the artifact's box (the authors'), or the spatial "
-                                "LPIPS map averaged over the change region")
+        "box_crop", description="LPIPS of the crops at the part's tight box, target_bbox (the authors'; passes "
+                                "when lpips_min < LPIPS < lpips_max), or the spatial LPIPS map averaged over the "
+                                "change region")
     lpips_min_crop: int = Field(64, ge=16, description="box crops with a shorter side are scaled up to it")
     vlm_check_tools: list[ToolName] = ["add", "remove", "fuse"]
     lpips_check_tools: list[ToolName] = ["distort"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -111,8 +113,32 @@ def test_lpips_is_measured_on_the_change_region_not_its_box():
     crops = [torch.from_numpy(a[y0:y1, x0:x1].copy()).permute(2, 0, 1)[None].float() / 127.5 - 1 for a in (real, fake)]
     with torch.no_grad():
         expected = float(lpips_model(*crops).mean())
-    assert box_lpips(lpips_model, real, fake, region, min_side=16) == pytest.approx(expected, rel=1e-3)
+    assert box_lpips(lpips_model, real, fake, [x0, y0, x1, y1], min_side=16) == pytest.approx(expected, rel=1e-3)
     assert load_config("flux-dev").curation.lpips_measure == "box_crop"
+
+
+def test_lpips_is_measured_on_the_parts_tight_box_with_strict_bounds():
+    """The authors crop at the tight box of the whole part (``target_bbox``), not at the dilated change
+    region's box, and keep min < LPIPS < max (a value on a bound fails)."""
+    real = np.asarray(Image.fromarray(data.chelsea()).resize((128, 96)))
+    region = box(96, 128, 32, 80, 48, 112)  # the part's cells dilated by one 16-px cell
+    part = [64, 48, 96, 64]  # [x0, y0, x1, y1]: the part's target cells, inside the region
+    fake = real.copy()
+    fake[region] = 255 - fake[region]
+    sample = Sample("x", "src", 0, real_image=encode_png(real), clean_image=encode_png(real), image=encode_png(fake),
+                    artifacts=[Artifact(tool="distort", entity="cat", subentity="leg", region=encode_rle(region),
+                                        bbox=[48, 32, 112, 80], target_bbox=part)])
+    config = load_config("tiny")
+    checks = PixelChecks(load_lpips(config.models), config.curation)
+    expected = box_lpips(checks.lpips, real, fake, part, config.curation.lpips_min_crop)
+    on_region_box = box_lpips(checks.lpips, real, fake, [48, 32, 112, 80], config.curation.lpips_min_crop)
+    assert abs(expected - on_region_box) > 1e-4
+    measured = round(expected, 5)
+    for low, high, accepted in [(measured - 1e-3, measured + 1e-3, True), (measured, measured + 1e-3, False),
+                                (measured - 1e-3, measured, False)]:
+        strict = config.curation.model_copy(update={"lpips_min": low, "lpips_max": high})
+        [out] = run_steps([PixelChecks(checks.lpips, strict)], [replace(sample, artifacts=[replace(sample.artifacts[0])])])
+        assert out.artifacts[0].lpips == measured and out.artifacts[0].accepted is accepted
 
 
 def test_triplet_geometry():
