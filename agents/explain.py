@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from agents import prompts
-from agents.crops import artifact_regions, triplet_images
+from agents.crops import target_mask, triplet_images
 from agents.step import Pixels
 from agents.vlm.base import VLMBackend, VLMRequest
 from shards.record import Sample
@@ -37,11 +37,12 @@ class Explain:
         requests, targets = [], []
         for sample in samples:
             real, fake = pixels.array(sample), pixels.array(sample, "image")
-            for artifact, region in zip(sample.artifacts, artifact_regions(sample, real.shape[:2])):
+            for artifact in sample.artifacts:
                 if artifact.accepted and not artifact.local_explanation:
                     prompt, schema = prompts.local_explanation(artifact.tool, artifact.entity, artifact.subentity)
-                    requests.append(VLMRequest(prompt, schema, list(triplet_images(real, fake, region, self.config.crop_margin)),
-                                               name="local_explanation"))
+                    images = triplet_images(real, fake, target_mask(artifact, real.shape[:2]), self.config.crop_margin,
+                                            self.config.triplet_context)
+                    requests.append(VLMRequest(prompt, schema, list(images), name="local_explanation"))
                     targets.append(artifact)
         for artifact, answer in zip(targets, self.vlm.generate_json(requests)):
             artifact.local_explanation = answer.value["explanation"] if answer.ok else ""

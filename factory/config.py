@@ -228,7 +228,13 @@ class CurationConfig(Strict):
     vlm_check_tools: list[ToolName] = ["add", "remove", "fuse"]
     lpips_check_tools: list[ToolName] = ["distort"]
     leak_tolerance: int = Field(0, ge=0, description="pixel value difference allowed outside the mask")
-    crop_margin: float = Field(0.15, ge=0, description="context margin around an artifact crop")
+    crop_margin: float = Field(0.0, ge=0, description="margin around an artifact's target crop (the authors': 0, "
+                                                      "tight)")
+    triplet_context: Literal["real", "artifact"] = Field(
+        "real", description="image 1 of the triplet: the original photo (the authors') or the artifact image, "
+                            "with the target cells blacked out")
+    triplet_in_region: bool = Field(False, description="also ask whether the flaw lies inside the crop (ours; "
+                                                       "the authors ask only whether it is visible)")
     require_vlm_label: bool = Field(True, description="the VLM verdict must say the artifact is visible")
     partial: bool = Field(False, description="accept images where only some artifacts pass (the failed ones "
                                              "become ignore regions); default: all or nothing")

@@ -141,6 +141,52 @@ def test_lpips_is_measured_on_the_parts_tight_box_with_strict_bounds():
         assert out.artifacts[0].lpips == measured and out.artifacts[0].accepted is accepted
 
 
+class RecordingVLM:
+    model_id = "recording"
+
+    def __init__(self):
+        self.requests = []
+
+    def generate_json(self, requests):
+        self.requests += requests
+        return [VLMResult({"visible": True, "explanation": "an extra ear", "label": "extra ear"}) for _ in requests]
+
+
+def test_the_triplet_check_sees_the_authors_inputs():
+    """Image 1 is the original photo with the target cells blacked out (everything else untouched),
+    images 2 and 3 the tight crops (margin 0) of real and artifact at the target cells, the prompt names
+    the object, and the answer has no ``in_region`` unless ``curation.triplet_in_region``."""
+    real = np.asarray(Image.fromarray(data.chelsea()).resize((128, 96)))
+    fake = real.copy()
+    region = box(96, 128, 0, 48, 16, 80)  # the dilated change region
+    fake[region] = 255 - fake[region]
+    # a 6 x 8-cell grid: cells 10, 11 = row 1, columns 2-3 → pixels y 16-32, x 32-64
+    artifact = Artifact(tool="add", entity="cat", subentity="ear", cells=[10, 11], reference_cells=[12, 13],
+                        region=encode_rle(region), target_bbox=[32, 16, 64, 32])
+    sample = Sample("x", "src", 0, real_image=encode_png(real), clean_image=encode_png(real), image=encode_png(fake),
+                    artifacts=[artifact])
+    vlm = RecordingVLM()
+    config = load_config("tiny")
+    run_steps([Verdicts(vlm, config.curation)], [sample])
+    [request] = vlm.requests
+    context, real_crop, fake_crop = (np.asarray(im) for im in request.images)
+    expected_context = real.copy()
+    expected_context[16:32, 32:64] = 0
+    assert np.array_equal(context, expected_context)  # the real photo, not the artifact image
+    size = (128, 64)  # the 32 x 16 box, long side scaled to the image's 128
+    for crop, source in ((real_crop, real), (fake_crop, fake)):
+        want = np.asarray(Image.fromarray(source[16:32, 32:64]).resize(size, Image.Resampling.BICUBIC))
+        assert np.array_equal(crop, want)
+    assert "the ear of the cat" in request.prompt and "in_region" not in request.schema["properties"]
+    assert sample.artifacts[0].accepted and sample.status == "accepted"
+    # ours, selectable: ask in_region too, and black out the artifact image
+    ours = config.curation.model_copy(update={"triplet_in_region": True, "triplet_context": "artifact"})
+    vlm = RecordingVLM()
+    run_steps([Verdicts(vlm, ours)], [replace(sample, status="pending", artifacts=[replace(artifact)])])
+    assert "in_region" in vlm.requests[0].schema["properties"]
+    assert np.asarray(vlm.requests[0].images[0])[0, 0].tolist() == fake[0, 0].tolist()
+
+
 def test_triplet_geometry():
     real = np.zeros((96, 128, 3), np.uint8)
     fake = np.full((96, 128, 3), 200, np.uint8)

@@ -183,7 +183,7 @@ class VLMServer(BaseHTTPRequestHandler):
                 {"name": "person", "peripheral": ["hand", "ear"], "intermediate": ["arm", "head"]},
                 {"name": "cat", "peripheral": ["tail", "paw"], "intermediate": ["leg"]}]}
         elif name.startswith("triplet"):
-            answer = {"visible": True, "in_region": True, "explanation": "the part is wrong", "label": "wrong part"}
+            answer = {"visible": True, "explanation": "the part is wrong", "label": "wrong part"}
         else:
             answer = {"explanation": "a structural flaw"}
         self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [
