@@ -208,6 +208,9 @@ class InjectionConfig(Strict):
         "background", description="rows that take their cached V in value layers before targets read their "
         "reference's: 'background' = image tokens that are not targets (the authors': text keeps its live V, "
         "a target whose reference is a target takes its live V), 'all' = every token")
+    value_after_pe: Literal["own", "reference"] = Field(
+        "own", description="what a target reads in value layers once its positional steps have ended: 'own' its "
+        "own cached V (the authors': it leaves the injected set), 'reference' its reference's until value_steps end")
     time_shift: bool = Field(True, description="resolution-dependent time shift of the schedule (off for schnell)")
     dilation_cells: int = Field(1, ge=0, description="dilation of target cells for the change mask")
     latent_paste: bool = Field(True, description="paste inverted latents outside the change mask every step")
