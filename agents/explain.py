@@ -1,9 +1,11 @@
 """Explain: words for every accepted sample, from the VLM.
 
 Each accepted artifact without one gets a local explanation from its triplet (the VLM check usually
-wrote one already); the image gets a global explanation written from its artifacts' local ones; and,
-with ``curation.negative_explanations``, a negative explanation of why the photo itself is flawless,
-seen on ``clean_image`` (the answer for the clean / real image a detector and a VLM train on).
+wrote one already); the image gets a global explanation written from each artifact's box
+(``target_bbox``) and local explanation, as the authors; and, with ``curation.negative_explanations``,
+a negative explanation of why the photo itself is flawless: as the authors, the VLM sees the real photo
+and the artifact image and negates the artifact image's explanation (the answer for the clean / real
+image a detector and a VLM train on).
 """
 
 from __future__ import annotations
@@ -49,16 +51,17 @@ class Explain:
             artifact.label = artifact.label or artifact.tool
 
     def global_(self, samples: list[Sample], pixels: Pixels) -> None:
-        explained = [(s, [a.local_explanation for a in s.artifacts if a.accepted]) for s in samples]
-        explained = [(s, texts) for s, texts in explained if texts]
-        answers = self.vlm.generate_json([VLMRequest(*prompts.global_explanation(texts), [pixels.image(s, "image")],
-                                                     name="global_explanation") for s, texts in explained])
-        for (sample, texts), answer in zip(explained, answers):
-            sample.global_explanation = answer.value["explanation"] if answer.ok else " ".join(texts)
+        explained = [(s, [(a.box(), a.local_explanation) for a in s.artifacts if a.accepted]) for s in samples]
+        explained = [(s, items) for s, items in explained if items]
+        answers = self.vlm.generate_json([VLMRequest(*prompts.global_explanation(items), [pixels.image(s, "image")],
+                                                     name="global_explanation", key=s.sample_id)
+                                          for s, items in explained])
+        for (sample, items), answer in zip(explained, answers):
+            sample.global_explanation = answer.value["explanation"] if answer.ok else " ".join(t for _, t in items)
 
     def negative(self, samples: list[Sample], pixels: Pixels) -> None:
-        field = lambda s: "clean_image" if s.clean_image else "real_image"  # noqa: E731
-        requests = [VLMRequest(*prompts.negative_explanation(s.caption), [pixels.image(s, field(s))],
-                               name="negative_explanation") for s in samples]
+        requests = [VLMRequest(*prompts.negative_explanation(s.caption, s.global_explanation),
+                               [pixels.image(s, "real_image"), pixels.image(s, "image")],
+                               name="negative_explanation", key=s.sample_id) for s in samples]
         for sample, answer in zip(samples, self.vlm.generate_json(requests)):
             sample.negative_explanation = answer.value["explanation"] if answer.ok else ""

@@ -111,20 +111,22 @@ def local_explanation(tool: str, entity: str, part: str | None) -> tuple[str, di
     return prompt, EXPLANATION_SCHEMA
 
 
-def global_explanation(local_explanations: list[str]) -> tuple[str, dict]:
-    """Sees the artifact image and the local explanations of its artifacts."""
-    listed = "\n".join(f"- {text}" for text in local_explanations)
-    prompt = ("The image has these structural flaws:\n" + listed +
+def global_explanation(artifacts: list[tuple[list[int], str]]) -> tuple[str, dict]:
+    """Sees the artifact image and, as the authors, each artifact's box and description."""
+    listed = "\n".join(f"- bbox: {list(box)} description: {text}" for box, text in artifacts)
+    prompt = ("The image has these structural flaws (boxes are [x0, y0, x1, y1] in pixels):\n" + listed +
               "\nLooking at the image, write 2 to 3 sentences that explain its flaws to a viewer. "
               "Do not use coordinates.")
     return prompt, EXPLANATION_SCHEMA
 
 
-def negative_explanation(caption: str) -> tuple[str, dict]:
-    """Sees the photo (its VAE reconstruction): why it has no structural flaw — the answer a VLM is
-    trained on for the negative images, so "no artifacts" is explained as concretely as a flaw."""
-    prompt = (f"The image is a real photo ({caption}) with no structural flaws. Looking at it, write 1 to 2 "
-              "sentences that explain to a viewer why its objects are structurally plausible: name the main "
-              "objects and say that their parts have the expected count, shape and connections. Do not use "
-              "coordinates.")
+def negative_explanation(caption: str, artifact_explanation: str) -> tuple[str, dict]:
+    """As the authors: sees (1) the real photo and (2) its artifact image, with the artifact image's
+    explanation, and negates it for the photo — the answer a VLM is trained on for the negative images,
+    so "no artifacts" is explained as concretely as a flaw."""
+    prompt = (f"Image 1 is a real photo ({caption}) with no structural flaws; image 2 is an edited copy with "
+              f"flaws, explained as: \"{artifact_explanation}\". Write 1 to 2 sentences that explain to a viewer "
+              "why image 1 is structurally plausible, negating that explanation: for each flaw, say that in image "
+              "1 the same object and part have the expected count, shape and connections. Do not mention image 2 "
+              "or use coordinates.")
     return prompt, EXPLANATION_SCHEMA

@@ -266,3 +266,28 @@ def test_curation_with_the_tiny_vlm(tiny):
     assert all(a.vlm_verdict for a in sample.artifacts if a.tool == "add")  # the VLM judged every add
     assert sample.status == "accepted" or sample.reject_reason.split(":")[0] in ("artifact_rejected",
                                                                                   "no_accepted_artifact")
+
+
+def test_explanations_see_what_the_authors_show():
+    """Global: the artifact image plus each artifact's box (target_bbox) and description. Negative: the
+    real photo and the artifact image plus the artifact image's explanation, to negate."""
+    real = np.asarray(Image.fromarray(data.chelsea()).resize((128, 96)))
+    fake = 255 - real
+    sample = Sample("x", "src", 0, status="accepted", caption="a cat", real_image=encode_png(real),
+                    clean_image=encode_png(real), image=encode_png(fake), artifacts=[
+                        Artifact(tool="add", accepted=True, bbox=[16, 0, 80, 48], target_bbox=[32, 16, 64, 32],
+                                 local_explanation="the cat has a third ear")])
+
+    class Answers(RecordingVLM):
+        def generate_json(self, requests):
+            self.requests += requests
+            return [VLMResult({"explanation": f"answer to {r.name}"}) for r in requests]
+
+    vlm = Answers()
+    run_steps([Explain(vlm, load_config("tiny").curation)], [sample])
+    by_name = {r.name: r for r in vlm.requests}
+    glob, negative = by_name["global_explanation"], by_name["negative_explanation"]
+    assert "bbox: [32, 16, 64, 32] description: the cat has a third ear" in glob.prompt
+    assert [np.asarray(im).tolist() == a.tolist() for im, a in zip(negative.images, (real, fake))] == [True, True]
+    assert "answer to global_explanation" in negative.prompt  # the artifact image's explanation, to negate
+    assert sample.negative_explanation == "answer to negative_explanation"

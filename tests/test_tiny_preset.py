@@ -38,7 +38,10 @@ def _every_prompt(images: list[Image.Image]) -> list[VLMRequest]:
                  for tool in TOOLS]
     requests.append(VLMRequest(*prompts.local_explanation("add", "cat", "ear"), images=[images[0]],
                                name="local_explanation"))
-    requests.append(VLMRequest(*prompts.global_explanation(["an extra ear"]), name="global_explanation"))
+    requests.append(VLMRequest(*prompts.global_explanation([([16, 16, 48, 32], "an extra ear")]),
+                               name="global_explanation"))
+    requests.append(VLMRequest(*prompts.negative_explanation("a cat", "the cat has an extra ear"), images=images[:2],
+                               name="negative_explanation"))
     return requests
 
 
