@@ -4,10 +4,11 @@
   image must equal ``clean_image`` (the VAE reconstruction the engine composites onto) within
   ``curation.leak_tolerance``; otherwise the sample is rejected;
 * every artifact: an empty change region is rejected (``empty_region``);
-* ``curation.lpips_check_tools`` (distort): passes when LPIPS between real and artifact lies in
-  [lpips_min, lpips_max] — by default on the crops at the artifact's box, as the method's authors
-  measure it (``lpips_measure: box_crop``), or the spatial LPIPS map averaged over the change region
-  (``mask_mean``). The other tools wait for the VLM's verdict (``agents.verdicts``).
+* ``curation.lpips_check_tools`` (distort): passes when LPIPS between real and artifact lies strictly
+  inside (lpips_min, lpips_max) — by default on the crops at the tight box of the whole part
+  (``target_bbox``), as the method's authors measure it (``lpips_measure: box_crop``), or the spatial
+  LPIPS map averaged over the change region (``mask_mean``). The other tools wait for the VLM's
+  verdict (``agents.verdicts``).
 """
 
 from __future__ import annotations
@@ -47,10 +48,11 @@ def masked_lpips(model, real: np.ndarray, artifact: np.ndarray, region: np.ndarr
     return float(_lpips_map(model, real, artifact)[region].mean())
 
 
-def box_lpips(model, real: np.ndarray, artifact: np.ndarray, region: np.ndarray, min_side: int) -> float:
-    """LPIPS of the two crops at the region's bounding box (the method authors' measure); crops with
-    a side under ``min_side`` are scaled up first (AlexNet needs some extent)."""
-    x0, y0, x1, y1 = region_bbox(region, 0.0)
+def box_lpips(model, real: np.ndarray, artifact: np.ndarray, box: list[int], min_side: int) -> float:
+    """LPIPS of the two crops at ``box`` [x0, y0, x1, y1] (end exclusive; the method authors' measure
+    on the part's tight box); crops with a side under ``min_side`` are scaled up first (AlexNet needs
+    some extent)."""
+    x0, y0, x1, y1 = box
     crops = [a[y0:y1, x0:x1] for a in (real, artifact)]
     scale = max(1.0, min_side / min(x1 - x0, y1 - y0))
     if scale > 1.0:
@@ -79,13 +81,17 @@ class PixelChecks:
                 if not region.any():
                     artifact.reject_reason = "empty_region"
                 elif artifact.tool in cfg.lpips_check_tools:
-                    artifact.lpips = round(self.measure(real, fake, region), 5)
-                    artifact.accepted = cfg.lpips_min <= artifact.lpips <= cfg.lpips_max
+                    artifact.lpips = round(self.measure(real, fake, region, artifact.target_bbox), 5)
+                    artifact.accepted = cfg.lpips_min < artifact.lpips < cfg.lpips_max  # strict, as the authors
                     artifact.reject_reason = "" if artifact.accepted else "lpips_out_of_window"
                 elif artifact.tool not in cfg.vlm_check_tools:  # the config validator prevents it: a bug
                     raise ValueError(f"no curation check is configured for tool {artifact.tool!r}")
 
-    def measure(self, real: np.ndarray, fake: np.ndarray, region: np.ndarray) -> float:
+    def measure(self, real: np.ndarray, fake: np.ndarray, region: np.ndarray, target_bbox: list[int] | None = None
+                ) -> float:
+        """LPIPS of one artifact: on the crops at ``target_bbox`` (the region's box when there is none),
+        or averaged over the region (``lpips_measure: mask_mean``)."""
         if self.config.lpips_measure == "box_crop":
-            return box_lpips(self.lpips, real, fake, region, self.config.lpips_min_crop)
+            box = list(target_bbox) if target_bbox and len(target_bbox) == 4 else list(region_bbox(region, 0.0))
+            return box_lpips(self.lpips, real, fake, box, self.config.lpips_min_crop)
         return masked_lpips(self.lpips, real, fake, region)

@@ -67,7 +67,7 @@ class PlanArtifacts:
             "artifacts": [m.to_dict() for m in mappings],
         })
         sample.artifacts = [Artifact(tool=m.tool, kernel=m.kernel, entity=m.entity, subentity=m.subentity,
-                                     bbox=m.bbox(), cells=m.target_cells.tolist(),
+                                     bbox=m.bbox(), target_bbox=m.bbox(), cells=m.target_cells.tolist(),
                                      reference_cells=m.reference_cells.tolist(),
                                      xaigd_category=xaigd_category(m.tool, m.kernel, m.entity, m.subentity))
                             for m in mappings]

@@ -27,10 +27,11 @@ CAPTION_VOCABULARY_SCHEMA = _object({
 
 TRIPLET_SCHEMA = _object({
     "visible": {"type": "boolean"},
-    "in_region": {"type": "boolean"},
     "explanation": {"type": "string", "minLength": 1, "maxLength": 240},
     "label": {"type": "string", "minLength": 1, "maxLength": 40},
 })
+TRIPLET_IN_REGION_SCHEMA = _object({"visible": {"type": "boolean"}, "in_region": {"type": "boolean"},
+                                    **{k: v for k, v in TRIPLET_SCHEMA["properties"].items() if k != "visible"}})
 
 EXPLANATION_SCHEMA = _object({"explanation": {"type": "string", "minLength": 1, "maxLength": 400}})
 
@@ -74,46 +75,58 @@ TRIPLET_EXAMPLES = {
 }
 
 
-def triplet_check(tool: str, entity: str, part: str | None) -> tuple[str, dict]:
+def object_name(entity: str, part: str | None) -> str:
+    return f"the {part} of the {entity}" if part else f"the {entity}"
+
+
+def triplet_check(tool: str, entity: str, part: str | None, in_region: bool = False) -> tuple[str, dict]:
+    """The authors' check: (1) the original photo with the edited object blacked out, (2) the real crop,
+    (3) the artifact crop, and the object's name; ``in_region`` adds our question whether the flaw lies
+    inside the crop."""
     rule = TRIPLET_RULES[tool].format(part=part or entity, entity=entity)
     positive, negative = TRIPLET_EXAMPLES[tool]
+    if not in_region:  # the examples' verdicts name only the fields asked for
+        positive, negative = positive.replace(", in_region: true", ""), negative
+    question = ("'in_region' (does it lie inside the cropped region), " if in_region else "")
     prompt = (
-        "You see three images: (1) the whole artifact image with the edited region blacked out, for context; "
-        "(2) a crop of the real photo around the region; (3) the same crop of the artifact image. "
+        "You see three images: (1) the original photo with the edited object blacked out, for context; "
+        "(2) a tight crop of the real photo at the object; (3) the same crop of the artifact image. "
+        f"The object is {object_name(entity, part)}. "
         f"Decide whether this structural flaw is clearly visible: {rule}. "
         f"Example of a flaw that counts: {positive}. Example of one that does not: {negative}. "
-        "Answer 'visible' (is the flaw clearly visible in image 3), 'in_region' (does it lie inside the cropped "
-        "region), a one-sentence 'explanation' of what is wrong, written for someone looking at image 3 alone, "
-        "and a short 'label' naming the flaw."
+        f"Answer 'visible' (is the flaw clearly visible in image 3), {question}a one-sentence 'explanation' of "
+        "what is wrong, written for someone looking at image 3 alone, and a short 'label' naming the flaw."
     )
-    return prompt, TRIPLET_SCHEMA
+    return prompt, (TRIPLET_IN_REGION_SCHEMA if in_region else TRIPLET_SCHEMA)
 
 
 def local_explanation(tool: str, entity: str, part: str | None) -> tuple[str, dict]:
     """For artifacts whose check gave no explanation (LPIPS-checked distortions): sees the triplet."""
     prompt = (
-        "You see three images: (1) the whole artifact image with the edited region blacked out; (2) a crop of "
-        f"the real photo; (3) the same crop of the artifact image, where the {part or entity} of the {entity} has "
+        "You see three images: (1) the original photo with the edited object blacked out; (2) a tight crop of "
+        f"the real photo; (3) the same crop of the artifact image, where {object_name(entity, part)} has "
         f"a structural flaw ({tool}). In one sentence, written for someone looking at image 3 alone, explain what "
         "is anatomically or physically wrong with it."
     )
     return prompt, EXPLANATION_SCHEMA
 
 
-def global_explanation(local_explanations: list[str]) -> tuple[str, dict]:
-    """Sees the artifact image and the local explanations of its artifacts."""
-    listed = "\n".join(f"- {text}" for text in local_explanations)
-    prompt = ("The image has these structural flaws:\n" + listed +
+def global_explanation(artifacts: list[tuple[list[int], str]]) -> tuple[str, dict]:
+    """Sees the artifact image and, as the authors, each artifact's box and description."""
+    listed = "\n".join(f"- bbox: {list(box)} description: {text}" for box, text in artifacts)
+    prompt = ("The image has these structural flaws (boxes are [x0, y0, x1, y1] in pixels):\n" + listed +
               "\nLooking at the image, write 2 to 3 sentences that explain its flaws to a viewer. "
               "Do not use coordinates.")
     return prompt, EXPLANATION_SCHEMA
 
 
-def negative_explanation(caption: str) -> tuple[str, dict]:
-    """Sees the photo (its VAE reconstruction): why it has no structural flaw — the answer a VLM is
-    trained on for the negative images, so "no artifacts" is explained as concretely as a flaw."""
-    prompt = (f"The image is a real photo ({caption}) with no structural flaws. Looking at it, write 1 to 2 "
-              "sentences that explain to a viewer why its objects are structurally plausible: name the main "
-              "objects and say that their parts have the expected count, shape and connections. Do not use "
-              "coordinates.")
+def negative_explanation(caption: str, artifact_explanation: str) -> tuple[str, dict]:
+    """As the authors: sees (1) the real photo and (2) its artifact image, with the artifact image's
+    explanation, and negates it for the photo — the answer a VLM is trained on for the negative images,
+    so "no artifacts" is explained as concretely as a flaw."""
+    prompt = (f"Image 1 is a real photo ({caption}) with no structural flaws; image 2 is an edited copy with "
+              f"flaws, explained as: \"{artifact_explanation}\". Write 1 to 2 sentences that explain to a viewer "
+              "why image 1 is structurally plausible, negating that explanation: for each flaw, say that in image "
+              "1 the same object and part have the expected count, shape and connections. Do not mention image 2 "
+              "or use coordinates.")
     return prompt, EXPLANATION_SCHEMA

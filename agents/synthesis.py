@@ -8,7 +8,8 @@ Each photo group (the seeds planned together) is one engine call, never batched 
 batched kernels round differently, and a sample's pixels must not depend on its neighbours. Each
 artifact gets ``region``: the COCO RLE of the engine's ``change_mask`` of its own target cells
 (the cells dilated by ``injection.dilation_cells``): the pixels it may change, and its label. The
-union of a sample's regions is exactly the mask the engine composited with.
+union of a sample's regions is exactly the mask the engine composited with; ``bbox`` becomes the region's
+box (``target_bbox``, the target cells' tight box, stays the authors' label).
 Nothing here is a data rejection except an empty plan: an exception (out of memory, a bug)
 reaches the stage, which fails the batch so it is retried (``factory.stages``).
 """
@@ -29,6 +30,12 @@ from tools.flux.text import unpack_prompts
 
 if TYPE_CHECKING:  # the config sections' types; agents never import the factory at run time
     from factory.config import InjectionConfig
+
+
+def pixel_box(mask: np.ndarray) -> list[int]:
+    """[x0, y0, x1, y1] (end exclusive) around a boolean mask's pixels; [] when it is empty."""
+    ys, xs = np.nonzero(mask)
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1] if ys.size else []
 
 
 class Synthesize:
@@ -97,7 +104,9 @@ class Synthesize:
             sample.image = encode_png(result.images[i])
             sample.clean_image = encode_png(result.clean[i])
             for artifact in sample.artifacts:
-                artifact.region = encode_rle(self.engine.change_mask(artifact.cells, height, width))
+                change = self.engine.change_mask(artifact.cells, height, width)
+                artifact.region = encode_rle(change)
+                artifact.bbox = pixel_box(change) or artifact.bbox  # the changed pixels' box
             sample.provenance.setdefault("models", {}).update(self.provenance)
             sample.provenance.update({  # the schedule is the run's config (``config_hash``)
                 "value_cache_bytes": result.cache_bytes // len(group),

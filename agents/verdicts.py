@@ -1,8 +1,10 @@
 """Verdicts: the VLM's triplet check on every add / remove / fuse artifact (``curation.vlm_check_tools``),
 then each image's verdict and label mask.
 
-The triplet is (context with the region blacked out, real crop, artifact crop). An artifact passes
-when the VLM says it is visible and inside the region (or whatever it says, with
+The triplet is the authors' (``agents.crops``): the original photo with the artifact's target cells
+blacked out, the tight crops of the real photo and of the artifact image at the target, and the
+object's name in the prompt. An artifact passes when the VLM says it is visible (and, with
+``curation.triplet_in_region``, inside the cropped region; or whatever it says, with
 ``require_vlm_label`` off). All or nothing by default, as the method's authors: an image is accepted
 only when every artifact in it passes, so no accepted image carries an unlabelled edit; otherwise it
 is rejected with each artifact's reason. ``curation.partial`` keeps images where some artifacts
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from agents import prompts
-from agents.crops import artifact_regions, triplet_images
+from agents.crops import artifact_regions, target_mask, triplet_images
 from agents.step import Pixels
 from agents.vlm.base import VLMBackend, VLMRequest
 from shards.images import encode_png
@@ -44,9 +46,11 @@ class Verdicts:
             real, fake = pixels.array(sample), pixels.array(sample, "image")
             for artifact, region in zip(sample.artifacts, regions[sample.sample_id]):
                 if artifact.tool in cfg.vlm_check_tools and region.any():
-                    prompt, schema = prompts.triplet_check(artifact.tool, artifact.entity, artifact.subentity)
-                    checks.append(VLMRequest(prompt, schema, list(triplet_images(real, fake, region, cfg.crop_margin)),
-                                             name=f"triplet_{artifact.tool}"))
+                    prompt, schema = prompts.triplet_check(artifact.tool, artifact.entity, artifact.subentity,
+                                                           cfg.triplet_in_region)
+                    target = target_mask(artifact, shapes[sample.sample_id])
+                    images = triplet_images(real, fake, target, cfg.crop_margin, cfg.triplet_context)
+                    checks.append(VLMRequest(prompt, schema, list(images), name=f"triplet_{artifact.tool}"))
                     checked.append(artifact)
         for artifact, verdict in zip(checked, self.vlm.generate_json(checks)):
             self.apply(artifact, verdict)
@@ -60,7 +64,7 @@ class Verdicts:
         artifact.vlm_verdict = json.dumps(verdict.value, sort_keys=True)
         artifact.label = verdict.value["label"]
         artifact.local_explanation = verdict.value["explanation"]
-        passed = verdict.value["visible"] and verdict.value["in_region"]
+        passed = verdict.value["visible"] and verdict.value.get("in_region", True)
         artifact.accepted = passed or not self.config.require_vlm_label
         artifact.reject_reason = "" if artifact.accepted else "vlm_not_visible"
 

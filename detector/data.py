@@ -55,6 +55,7 @@ class DataConfig:
     flip_prob: float = Field(0.5, ge=0, le=1)
     rows_per_map_batch: int = Field(16, gt=0)  # shard rows decoded and transformed per Ray Data map call
     negatives: Literal["clean", "real", "both"] = "clean"  # which images of a row are the clean examples
+    boxes: Literal["target", "changed"] = "target"  # ground-truth boxes: target cells' (the authors') or changed pixels'
 
 
 @dataclass
@@ -68,7 +69,7 @@ class Example:
     boxes: list[list[int]]  # accepted artifacts' [x0, y0, x1, y1]
 
 
-def examples_from_sample(sample: Sample, negatives: str = "clean") -> list[Example]:
+def examples_from_sample(sample: Sample, negatives: str = "clean", boxes: str = "target") -> list[Example]:
     """An accepted row → [artifact example, its negative example(s)]; any other row → []."""
     columns = NEGATIVE_COLUMNS[negatives]
     if sample.status != "accepted" or not sample.image or not all(getattr(sample, c) for c in columns):
@@ -79,7 +80,7 @@ def examples_from_sample(sample: Sample, negatives: str = "clean") -> list[Examp
     labels = decode_mask(sample.mask)
     mask = np.where(labels == IGNORE, IGNORE, labels > 0).astype(np.uint8)
     positive = Example(sample.sample_id, sample.source_id, decode_image(sample.image), mask, 1, types,
-                       [list(a.bbox) for a in accepted if len(a.bbox) == 4])
+                       [a.box(boxes) for a in accepted if len(a.box(boxes)) == 4])
     return [positive] + [Example(sample.sample_id, sample.source_id, decode_image(getattr(sample, column)),
                                  np.zeros(mask.shape, np.uint8), 0, np.zeros(len(TYPE_NAMES), np.float32), [])
                          for column in columns]
@@ -107,7 +108,7 @@ def iter_sample_examples(paths: str | Path | Sequence[str | Path], split: Split,
     for sample in iter_samples(paths):
         if not _in_split(sample.source_id, split, cfg):
             continue
-        for k, ex in enumerate(examples_from_sample(sample, cfg.negatives)):
+        for k, ex in enumerate(examples_from_sample(sample, cfg.negatives, cfg.boxes)):
             if ex.label == 0:
                 if (ex.source_id, k) in seen_negatives:
                     continue
@@ -167,7 +168,7 @@ def _batch_to_arrays(table: pa.Table, split: Split, train: bool, size: int, cfg:
     for sample in table_to_samples(table):
         if not _in_split(sample.source_id, split, cfg):
             continue
-        for ex in examples_from_sample(sample, cfg.negatives):
+        for ex in examples_from_sample(sample, cfg.negatives, cfg.boxes):
             x, m = _resize(ex.image, ex.mask, stored_side(size, cfg)) if train else transform(ex.image, ex.mask, size)
             images.append(x), masks.append(m), labels.append(ex.label), types.append(ex.types)
     if images:

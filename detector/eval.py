@@ -7,7 +7,8 @@ or on a public benchmark's own files (``--benchmark``, ``detector.eval_benchmark
 The evaluated set is the held-out sources (``--split val``, same hash split and ``--val-fraction``
 as training) or every row: each accepted row's artifact image and each source's real photo once.
 Predictions are made at the model's input size and upsampled to each image's own size. Ground-truth
-boxes are the accepted artifacts' ``bbox``; predicted boxes are connected components of the
+boxes are the accepted artifacts' ``target_bbox`` (the target cells' tight box, the authors' label; ``--boxes
+changed``: ``bbox``, every changed pixel's box); predicted boxes are connected components of the
 predicted mask. The same metrics are computed for three trivial predictors — all background, all
 foreground (one whole-image box), and random at the evaluated set's base rates (image and pixel) —
 so a score can be read against what needs no model at all. Which images each number averages over
@@ -202,6 +203,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="must match training's for --split val")
     parser.add_argument("--negatives", choices=["clean", "real", "both"], default=DataConfig.negatives,
                         help="clean examples: the VAE reconstruction (default), the camera photo, or both")
+    parser.add_argument("--boxes", choices=["target", "changed"], default="target",
+                        help="ground-truth boxes: the target cells' (default) or the changed pixels'")
     parser.add_argument("--threshold", type=float, default=0.5, help="for the image score and each pixel")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -217,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
             parser.error(str(err))
     elif args.shards:
         metrics = evaluate(args.shards, args.checkpoint, args.split,
-                           DataConfig(val_fraction=args.val_fraction, negatives=args.negatives),
+                           DataConfig(val_fraction=args.val_fraction, negatives=args.negatives, boxes=args.boxes),
                            args.threshold, batch_size=args.batch_size, device=args.device,
                            overlap_thresholds=args.xaigd_overlap_threshold)
     else:

@@ -160,8 +160,12 @@ class RemoveConfig(Strict):
 class DistortConfig(Strict):
     kernels: list[Literal["permute", "jitter", "strips"]] = ["permute", "jitter", "strips"]
     jitter_sigma_cells: float = Field(1.0, gt=0)
-    strips: int = Field(6, ge=2)
-    strip_shift_px: tuple[int, int] = (10, 60)
+    jitter_redraws: int = Field(10, ge=0, description="redraws of a jitter offset that leaves the grid or entity")
+    strip_shifts: list[int] = Field([0, 1, 3, -2, -3, -4], min_length=2,
+                                    description="cells each strip is rolled by, shuffled per part (the authors')")
+    targets: Literal["part", "moved"] = Field(
+        "part", description="'part': the whole part is the target and the label (the authors'); 'moved': only "
+                            "the cells that move")
 
 
 class FuseConfig(Strict):
@@ -214,6 +218,9 @@ class InjectionConfig(Strict):
         "background", description="rows that take their cached V in value layers before targets read their "
         "reference's: 'background' = image tokens that are not targets (the authors': text keeps its live V, "
         "a target whose reference is a target takes its live V), 'all' = every token")
+    value_after_pe: Literal["own", "reference"] = Field(
+        "own", description="what a target reads in value layers once its positional steps have ended: 'own' its "
+        "own cached V (the authors': it leaves the injected set), 'reference' its reference's until value_steps end")
     time_shift: bool = Field(True, description="resolution-dependent time shift of the schedule (off for schnell)")
     dilation_cells: int = Field(1, ge=0, description="dilation of target cells for the change mask")
     latent_paste: bool = Field(True, description="paste inverted latents outside the change mask every step")
@@ -227,13 +234,20 @@ class CurationConfig(Strict):
     lpips_min: float = Field(0.1, ge=0)
     lpips_max: float = Field(0.5, ge=0)
     lpips_measure: Literal["box_crop", "mask_mean"] = Field(
-        "box_crop", description="LPIPS of the crops at the artifact's box (the authors'), or the spatial "
-                                "LPIPS map averaged over the change region")
+        "box_crop", description="LPIPS of the crops at the part's tight box, target_bbox (the authors'; passes "
+                                "when lpips_min < LPIPS < lpips_max), or the spatial LPIPS map averaged over the "
+                                "change region")
     lpips_min_crop: int = Field(64, ge=16, description="box crops with a shorter side are scaled up to it")
     vlm_check_tools: list[ToolName] = ["add", "remove", "fuse"]
     lpips_check_tools: list[ToolName] = ["distort"]
     leak_tolerance: int = Field(0, ge=0, description="pixel value difference allowed outside the mask")
-    crop_margin: float = Field(0.15, ge=0, description="context margin around an artifact crop")
+    crop_margin: float = Field(0.0, ge=0, description="margin around an artifact's target crop (the authors': 0, "
+                                                      "tight)")
+    triplet_context: Literal["real", "artifact"] = Field(
+        "real", description="image 1 of the triplet: the original photo (the authors') or the artifact image, "
+                            "with the target cells blacked out")
+    triplet_in_region: bool = Field(False, description="also ask whether the flaw lies inside the crop (ours; "
+                                                       "the authors ask only whether it is visible)")
     require_vlm_label: bool = Field(True, description="the VLM verdict must say the artifact is visible")
     partial: bool = Field(False, description="accept images where only some artifacts pass (the failed ones "
                                              "become ignore regions); default: all or nothing")

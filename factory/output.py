@@ -47,6 +47,9 @@ class Ledger:
     stage_seconds: Counter = field(default_factory=Counter)
     stage_rows: Counter = field(default_factory=Counter)
     files: int = 0
+    box_pairs: int = 0  # labelled artifacts with both a target box and a changed-pixel box
+    box_iou_sum: float = 0.0
+    box_area_ratio_sum: float = 0.0  # target box area / changed-pixel box area
 
     @property
     def rejected(self) -> int:
@@ -64,9 +67,25 @@ class Ledger:
             self.planned_by_tool[artifact.tool] += 1
             self.accepted_by_tool[artifact.tool] += artifact.accepted
             self.in_dataset_by_tool[artifact.tool] += artifact.accepted and sample.status == "accepted"
+            if artifact.accepted and sample.status == "accepted" and artifact.target_bbox and len(artifact.bbox) == 4:
+                iou, ratio = box_overlap(artifact.target_bbox, artifact.bbox)
+                self.box_pairs += 1
+                self.box_iou_sum += iou
+                self.box_area_ratio_sum += ratio
         for stage, seconds in (sample.provenance.get("timings") or {}).items():
             self.stage_seconds[stage] += seconds
             self.stage_rows[stage] += 1
+
+
+def box_overlap(target: list[int], changed: list[int]) -> tuple[float, float]:
+    """(IoU, target area / changed area) of two [x0, y0, x1, y1] boxes (end exclusive)."""
+    def area(b):
+        return max(0, b[2] - b[0]) * max(0, b[3] - b[1])
+
+    inter = area([max(target[0], changed[0]), max(target[1], changed[1]),
+                  min(target[2], changed[2]), min(target[3], changed[3])])
+    union = area(target) + area(changed) - inter
+    return (inter / union if union else 0.0), (area(target) / area(changed) if area(changed) else 0.0)
 
 
 def reason_code(reason: str) -> str:
@@ -224,6 +243,12 @@ def build_report(n: int, output: OutputDir, config: Config, streams: list[dict],
         "set_tool_shares": None if shares is None else
         "perception.tool_shares={" + ", ".join(f"{tool}: {share}" for tool, share in shares.items()) + "}",
         "per_stage": per_stage,
+        # How much the authors' label (target cells' box, exports' default) differs from every changed pixel's box.
+        "target_vs_changed_boxes": {
+            "artifacts": ledger.box_pairs,
+            "mean_iou": round(ledger.box_iou_sum / ledger.box_pairs, 4) if ledger.box_pairs else None,
+            "mean_area_ratio": round(ledger.box_area_ratio_sum / ledger.box_pairs, 4) if ledger.box_pairs else None,
+        },
         "shards": ledger.files,
         "streams": streams,
         "processed_this_run": processed,

@@ -37,7 +37,7 @@ COLUMNS = """\
 | `caption` | string | caption of the real photo |
 | `global_explanation` | string | what is wrong with the image as a whole |
 | `negative_explanation` | string | why the photo itself (`clean_image` / `real_image`) has no structural flaw: the answer a VLM is trained on for the negative images |
-| `artifacts` | list of struct | one entry per planned artifact: `tool`, `kernel`, `entity`, `subentity`, `bbox` [x0, y0, x1, y1] in pixels, `cells`/`reference_cells` token-cell indices (row × W + col), `region` (COCO RLE `{size, counts}` of the changed pixels: the label), `local_explanation`, `label`, `xaigd_category` (X-AIGD's category: `shards/taxonomy.py`), `lpips`, `vlm_verdict` (raw JSON), `accepted`, `reject_reason` |
+| `artifacts` | list of struct | one entry per planned artifact: `tool`, `kernel`, `entity`, `subentity`, `bbox` [x0, y0, x1, y1] in pixels (end exclusive) around every changed pixel, `target_bbox` the tight box of the target cells (the method authors' label and the exports' default box; null in shards before schema 4), `cells`/`reference_cells` token-cell indices (row × W + col), `region` (COCO RLE `{size, counts}` of the changed pixels: the label), `local_explanation`, `label`, `xaigd_category` (X-AIGD's category: `shards/taxonomy.py`), `lpips`, `vlm_verdict` (raw JSON), `accepted`, `reject_reason` |
 | `source` | struct | `uri`, `width`/`height` of the original file, `sha256` |
 | `plan` | struct | perception and planner output: detections, entities and parts (label, box, score, COCO RLE mask), the planned mappings |
 | `provenance` | struct | preset, config hash, code version, seed, timestamp, model id and revision per role, timings |

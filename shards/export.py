@@ -42,15 +42,15 @@ from typing import Sequence
 
 from PIL import Image
 
+from shards.answers import NO_ARTIFACTS, ParsedAnswer, parse_answer  # noqa: F401  (re-exported)
 from shards.images import decode_image, encode_png
 from shards.reader import iter_samples
-from shards.record import NEGATIVE_COLUMNS, Sample
+from shards.record import NEGATIVE_COLUMNS, BoxKind, Sample
 from shards.split import DEFAULT_VAL_FRACTION, split_of
 
 SPLITS = ("train", "val")
 QUESTION = ("<image>Does this image contain structural artifacts (extra, missing, distorted or fused parts)? "
             "Locate each one with a bounding box and explain it.")
-NO_ARTIFACTS = "No artifacts: every object and part in this image is structurally plausible."
 _MEDIA = re.compile(r"<(image|video|audio)>", re.I)  # LLaMA-Factory's placeholders
 _SPECIAL = re.compile(r"<\|([^<>|]*)\|>")  # chat special tokens: <|im_end|>, <|image_pad|>, ...
 
@@ -171,49 +171,17 @@ def scale_box(bbox: Sequence[int], size: tuple[int, int], target: tuple[int, int
     return [x0, y0, max(x1, min(x0 + 1, tw)), max(y1, min(y0 + 1, th))]  # a box keeps at least one pixel
 
 
-def answer(sample: Sample, width: int, height: int, target: tuple[int, int] | None = None) -> str:
+def answer(sample: Sample, width: int, height: int, target: tuple[int, int] | None = None,
+           boxes: BoxKind = "target") -> str:
     """The assistant turn for an accepted row of ``width`` × ``height`` pixels: a ```json``` list of boxes
-    (in pixels of ``target`` (w, h), default the row's own size) with explanations, then the global one."""
+    (``Artifact.box(boxes)`` in pixels of ``target`` (w, h), default the row's own size) with
+    explanations, then the global one."""
     target = target or (width, height)
-    items = [{"bbox_2d": scale_box(a.bbox, (width, height), target), "label": plain_text(a.label or a.tool),
+    items = [{"bbox_2d": scale_box(a.box(boxes), (width, height), target), "label": plain_text(a.label or a.tool),
               "explanation": plain_text(a.local_explanation)}
-             for a in sample.artifacts if a.accepted and len(a.bbox) == 4]
+             for a in sample.artifacts if a.accepted and len(a.box(boxes)) == 4]
     text = "```json\n" + json.dumps(items, indent=2, ensure_ascii=False) + "\n```"
     return f"{text}\n{plain_text(sample.global_explanation)}".strip()
-
-
-@dataclass
-class ParsedAnswer:
-    """A reply in ``answer``'s format, taken apart; ``valid`` is False when its JSON block does not parse."""
-
-    boxes: list[list[int]]
-    labels: list[str]
-    explanations: list[str]
-    global_explanation: str
-    valid: bool = True
-
-    @property
-    def has_artifacts(self) -> bool:
-        return bool(self.boxes)
-
-
-def parse_answer(text: str) -> ParsedAnswer:
-    """The inverse of ``answer`` for a model's reply: a ```json``` list of ``{"bbox_2d", "label",
-    "explanation"}`` then the global explanation. A reply without the block (e.g. ``NO_ARTIFACTS``)
-    has no boxes; a block that is not a list of such objects makes the reply invalid (no boxes)."""
-    match = re.search(r"```json\s*(.*?)\s*```", text, re.S)
-    if not match:
-        return ParsedAnswer([], [], [], "" if text.strip() == NO_ARTIFACTS else text.strip())
-    rest = (text[:match.start()] + text[match.end():]).strip()
-    try:
-        items = json.loads(match.group(1))
-        boxes = [[int(round(float(v))) for v in item["bbox_2d"]] for item in items]
-        if any(len(b) != 4 for b in boxes):
-            raise ValueError("bbox_2d needs 4 numbers")
-        return ParsedAnswer(boxes, [str(item.get("label", "")) for item in items],
-                            [str(item.get("explanation", "")) for item in items], rest)
-    except (ValueError, TypeError, KeyError, AttributeError):
-        return ParsedAnswer([], [], [], rest, valid=False)
 
 
 def negative_answer(sample: Sample) -> str:
@@ -253,7 +221,7 @@ def _write_image(data: bytes, path: Path, frame: ModelFrame, stats: ExportStats
 
 def export_llamafactory(shards: str | Path | Sequence[str | Path], out: str | Path,
                         val_fraction: float = DEFAULT_VAL_FRACTION, negatives: str = "clean",
-                        frame: ModelFrame | None = None) -> ExportStats:
+                        frame: ModelFrame | None = None, boxes: BoxKind = "target") -> ExportStats:
     """Write the images (at ``frame``'s size, default LLaMA-Factory's + Qwen2.5-VL's), the train / val
     conversations and ``dataset_info.json`` under ``out``."""
     out, frame = Path(out), frame or ModelFrame()
@@ -269,7 +237,7 @@ def export_llamafactory(shards: str | Path | Sequence[str | Path], out: str | Pa
         split = records[split_of(sample.source_id, val_fraction)]
         rel = f"images/{sample.sample_id}.png"
         (width, height), written = _write_image(sample.image, out / rel, frame, stats)
-        split.append(_record(rel, answer(sample, width, height, written)))
+        split.append(_record(rel, answer(sample, width, height, written, boxes)))
         stats.artifact_images += 1
         for column in NEGATIVE_COLUMNS[negatives]:
             data = getattr(sample, column)
@@ -304,12 +272,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="LLaMA-Factory's image_min_pixels (default 32*32)")
     parser.add_argument("--factor", type=int, default=default.factor,
                         help="side multiple of the VLM's processor: patch size × merge size (Qwen2/2.5-VL: 28)")
+    parser.add_argument("--boxes", choices=["target", "changed"], default="target",
+                        help="target: the target cells' tight box (the authors' label, default); changed: the box "
+                             "of every changed pixel (one dilation cell wider)")
     args = parser.parse_args(argv)
     try:
         frame = ModelFrame(args.max_pixels, args.min_pixels, args.factor)
     except ValueError as err:
         parser.error(str(err))
-    stats = export_llamafactory(args.shards, args.out, args.val_fraction, args.negatives, frame)
+    stats = export_llamafactory(args.shards, args.out, args.val_fraction, args.negatives, frame, args.boxes)
     print(json.dumps({"out": args.out, "image_max_pixels": frame.max_pixels, "image_min_pixels": frame.min_pixels,
                       **stats.__dict__}))
     for name in stats.empty_splits:

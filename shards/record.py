@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Status = Literal["pending", "accepted", "rejected", "failed"]
-SCHEMA_VERSION = 3  # 2: clean_image; 3: negative_explanation
+SCHEMA_VERSION = 4  # 2: clean_image; 3: negative_explanation; 4: artifacts[].target_bbox
+BoxKind = Literal["target", "changed"]  # which box of an artifact exports and box metrics use
 ARTIFACT_TOOLS = ("add", "remove", "distort", "fuse")  # the values of ``Artifact.tool``
 MASK_IGNORE = 255  # ``Sample.mask`` value of a failed artifact's region: neither clean nor artifact
 # Which images of a row serve as "no artifacts" examples: the VAE reconstruction, the photo, or both.
@@ -46,7 +47,8 @@ class Artifact:
     kernel: str | None = None
     entity: str = ""
     subentity: str | None = None
-    bbox: list[int] = field(default_factory=list)  # [x0, y0, x1, y1] in pixels of the processed image
+    bbox: list[int] = field(default_factory=list)  # [x0, y0, x1, y1], end exclusive: the changed pixels' box
+    target_bbox: list[int] | None = None  # tight box of the target cells: the authors' label (None: schema < 4)
     cells: list[int] = field(default_factory=list)
     reference_cells: list[int] = field(default_factory=list)
     region: dict | None = None  # COCO RLE of the pixel change region (dilated target cells)
@@ -57,6 +59,13 @@ class Artifact:
     vlm_verdict: str | None = None  # raw JSON verdict of the VLM triplet check
     accepted: bool = False
     reject_reason: str = ""
+
+    def box(self, boxes: BoxKind = "target") -> list[int]:
+        """The artifact's box: ``target`` the tight box of its target cells (falls back to ``bbox`` for
+        rows written before schema 4), ``changed`` the box of every pixel it may change."""
+        if boxes == "target" and self.target_bbox and len(self.target_bbox) == 4:
+            return list(self.target_bbox)
+        return list(self.bbox)
 
 
 @dataclass

@@ -28,6 +28,7 @@ ARTIFACT_TYPE = pa.struct([
     ("entity", pa.string()),
     ("subentity", pa.string()),
     ("bbox", pa.list_(pa.int32())),
+    ("target_bbox", pa.list_(pa.int32())),  # schema 4: the target cells' tight box (null in older shards)
     ("cells", pa.list_(pa.int32())),
     ("reference_cells", pa.list_(pa.int32())),
     ("region", RLE_TYPE),  # the pixels the artifact may change: its label; null when not synthesised
@@ -49,7 +50,7 @@ SOURCE_TYPE = pa.struct([
 
 # Perception's findings and the planner's mappings. ``kind`` / ``parent`` are set for parts only;
 # each tool fills its own ``meta`` fields (the others are null): add ``anchor``/``offset``/``score``,
-# remove ``ring_cells``/``background_only``, distort ``moved``, fuse ``regions``.
+# remove ``ring_cells``/``background_only``, distort ``moved``/``targets``, fuse ``regions``.
 DETECTION_TYPE = pa.struct([
     ("label", pa.string()),
     ("kind", pa.string()),
@@ -72,6 +73,7 @@ MAPPING_META_TYPE = pa.struct([
     ("ring_cells", pa.int32()),
     ("background_only", pa.bool_()),
     ("moved", pa.int32()),
+    ("targets", pa.string()),
     ("regions", pa.list_(FUSE_REGION_TYPE)),
 ])
 MAPPING_TYPE = pa.struct([

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -111,8 +113,78 @@ def test_lpips_is_measured_on_the_change_region_not_its_box():
     crops = [torch.from_numpy(a[y0:y1, x0:x1].copy()).permute(2, 0, 1)[None].float() / 127.5 - 1 for a in (real, fake)]
     with torch.no_grad():
         expected = float(lpips_model(*crops).mean())
-    assert box_lpips(lpips_model, real, fake, region, min_side=16) == pytest.approx(expected, rel=1e-3)
+    assert box_lpips(lpips_model, real, fake, [x0, y0, x1, y1], min_side=16) == pytest.approx(expected, rel=1e-3)
     assert load_config("flux-dev").curation.lpips_measure == "box_crop"
+
+
+def test_lpips_is_measured_on_the_parts_tight_box_with_strict_bounds():
+    """The authors crop at the tight box of the whole part (``target_bbox``), not at the dilated change
+    region's box, and keep min < LPIPS < max (a value on a bound fails)."""
+    real = np.asarray(Image.fromarray(data.chelsea()).resize((128, 96)))
+    region = box(96, 128, 32, 80, 48, 112)  # the part's cells dilated by one 16-px cell
+    part = [64, 48, 96, 64]  # [x0, y0, x1, y1]: the part's target cells, inside the region
+    fake = real.copy()
+    fake[region] = 255 - fake[region]
+    sample = Sample("x", "src", 0, real_image=encode_png(real), clean_image=encode_png(real), image=encode_png(fake),
+                    artifacts=[Artifact(tool="distort", entity="cat", subentity="leg", region=encode_rle(region),
+                                        bbox=[48, 32, 112, 80], target_bbox=part)])
+    config = load_config("tiny")
+    checks = PixelChecks(load_lpips(config.models), config.curation)
+    expected = box_lpips(checks.lpips, real, fake, part, config.curation.lpips_min_crop)
+    on_region_box = box_lpips(checks.lpips, real, fake, [48, 32, 112, 80], config.curation.lpips_min_crop)
+    assert abs(expected - on_region_box) > 1e-4
+    measured = round(expected, 5)
+    for low, high, accepted in [(measured - 1e-3, measured + 1e-3, True), (measured, measured + 1e-3, False),
+                                (measured - 1e-3, measured, False)]:
+        strict = config.curation.model_copy(update={"lpips_min": low, "lpips_max": high})
+        [out] = run_steps([PixelChecks(checks.lpips, strict)], [replace(sample, artifacts=[replace(sample.artifacts[0])])])
+        assert out.artifacts[0].lpips == measured and out.artifacts[0].accepted is accepted
+
+
+class RecordingVLM:
+    model_id = "recording"
+
+    def __init__(self):
+        self.requests = []
+
+    def generate_json(self, requests):
+        self.requests += requests
+        return [VLMResult({"visible": True, "explanation": "an extra ear", "label": "extra ear"}) for _ in requests]
+
+
+def test_the_triplet_check_sees_the_authors_inputs():
+    """Image 1 is the original photo with the target cells blacked out (everything else untouched),
+    images 2 and 3 the tight crops (margin 0) of real and artifact at the target cells, the prompt names
+    the object, and the answer has no ``in_region`` unless ``curation.triplet_in_region``."""
+    real = np.asarray(Image.fromarray(data.chelsea()).resize((128, 96)))
+    fake = real.copy()
+    region = box(96, 128, 0, 48, 16, 80)  # the dilated change region
+    fake[region] = 255 - fake[region]
+    # a 6 x 8-cell grid: cells 10, 11 = row 1, columns 2-3 → pixels y 16-32, x 32-64
+    artifact = Artifact(tool="add", entity="cat", subentity="ear", cells=[10, 11], reference_cells=[12, 13],
+                        region=encode_rle(region), target_bbox=[32, 16, 64, 32])
+    sample = Sample("x", "src", 0, real_image=encode_png(real), clean_image=encode_png(real), image=encode_png(fake),
+                    artifacts=[artifact])
+    vlm = RecordingVLM()
+    config = load_config("tiny")
+    run_steps([Verdicts(vlm, config.curation)], [sample])
+    [request] = vlm.requests
+    context, real_crop, fake_crop = (np.asarray(im) for im in request.images)
+    expected_context = real.copy()
+    expected_context[16:32, 32:64] = 0
+    assert np.array_equal(context, expected_context)  # the real photo, not the artifact image
+    size = (128, 64)  # the 32 x 16 box, long side scaled to the image's 128
+    for crop, source in ((real_crop, real), (fake_crop, fake)):
+        want = np.asarray(Image.fromarray(source[16:32, 32:64]).resize(size, Image.Resampling.BICUBIC))
+        assert np.array_equal(crop, want)
+    assert "the ear of the cat" in request.prompt and "in_region" not in request.schema["properties"]
+    assert sample.artifacts[0].accepted and sample.status == "accepted"
+    # ours, selectable: ask in_region too, and black out the artifact image
+    ours = config.curation.model_copy(update={"triplet_in_region": True, "triplet_context": "artifact"})
+    vlm = RecordingVLM()
+    run_steps([Verdicts(vlm, ours)], [replace(sample, status="pending", artifacts=[replace(artifact)])])
+    assert "in_region" in vlm.requests[0].schema["properties"]
+    assert np.asarray(vlm.requests[0].images[0])[0, 0].tolist() == fake[0, 0].tolist()
 
 
 def test_triplet_geometry():
@@ -194,3 +266,28 @@ def test_curation_with_the_tiny_vlm(tiny):
     assert all(a.vlm_verdict for a in sample.artifacts if a.tool == "add")  # the VLM judged every add
     assert sample.status == "accepted" or sample.reject_reason.split(":")[0] in ("artifact_rejected",
                                                                                   "no_accepted_artifact")
+
+
+def test_explanations_see_what_the_authors_show():
+    """Global: the artifact image plus each artifact's box (target_bbox) and description. Negative: the
+    real photo and the artifact image plus the artifact image's explanation, to negate."""
+    real = np.asarray(Image.fromarray(data.chelsea()).resize((128, 96)))
+    fake = 255 - real
+    sample = Sample("x", "src", 0, status="accepted", caption="a cat", real_image=encode_png(real),
+                    clean_image=encode_png(real), image=encode_png(fake), artifacts=[
+                        Artifact(tool="add", accepted=True, bbox=[16, 0, 80, 48], target_bbox=[32, 16, 64, 32],
+                                 local_explanation="the cat has a third ear")])
+
+    class Answers(RecordingVLM):
+        def generate_json(self, requests):
+            self.requests += requests
+            return [VLMResult({"explanation": f"answer to {r.name}"}) for r in requests]
+
+    vlm = Answers()
+    run_steps([Explain(vlm, load_config("tiny").curation)], [sample])
+    by_name = {r.name: r for r in vlm.requests}
+    glob, negative = by_name["global_explanation"], by_name["negative_explanation"]
+    assert "bbox: [32, 16, 64, 32] description: the cat has a third ear" in glob.prompt
+    assert [np.asarray(im).tolist() == a.tolist() for im, a in zip(negative.images, (real, fake))] == [True, True]
+    assert "answer to global_explanation" in negative.prompt  # the artifact image's explanation, to negate
+    assert sample.negative_explanation == "answer to negative_explanation"

@@ -281,3 +281,20 @@ def test_predict_writes_mask_overlay_and_boxes(trained, factory_shards, tmp_path
         assert all(0 <= x0 < x1 <= mask.shape[1] and 0 <= y0 < y1 <= mask.shape[0]
                    for x0, y0, x1, y1 in record["boxes"])
     assert not list((tmp_path / "pred").glob("broken*"))
+
+
+def test_ground_truth_boxes_are_the_target_cells_box_by_default():
+    """Box metrics score against ``target_bbox`` (the authors' label) unless ``boxes='changed'``."""
+    from detector.data import examples_from_sample
+    from shards.images import encode_png
+    from shards.record import Artifact, Sample
+
+    image = encode_png(np.zeros((64, 64, 3), np.uint8))
+    mask = np.zeros((64, 64), np.uint8)
+    mask[0:48, 0:48] = 1
+    sample = Sample("s", "src", 0, status="accepted", image=image, clean_image=image, real_image=image,
+                    mask=encode_png(mask), artifacts=[Artifact(tool="add", accepted=True, bbox=[0, 0, 48, 48],
+                                                               target_bbox=[16, 16, 32, 32])])
+    assert examples_from_sample(sample)[0].boxes == [[16, 16, 32, 32]]
+    assert examples_from_sample(sample, boxes="changed")[0].boxes == [[0, 0, 48, 48]]
+    assert DataConfig().boxes == "target"

@@ -5,12 +5,14 @@ with the ``datasets`` JSON loader. The box frame itself is checked in ``test_exp
 
 import json
 import re
+from dataclasses import replace
 
 from datasets import load_dataset
 from PIL import Image
 
 from shards.export import NO_ARTIFACTS, SPLITS, ModelFrame, data_file, dataset_name, main
 from shards.reader import iter_samples
+from shards.record import Artifact, Sample
 from shards.split import split_of
 
 VAL_FRACTION = 0.3
@@ -115,3 +117,18 @@ def test_an_empty_validation_split_is_reported(tmp_path, capsys):
     assert stats["empty_splits"] == ["val"] and stats["records"] == {"train": 2, "val": 0}
     assert "warning: the val split is empty" in printed.err
     assert json.loads((out / data_file("val")).read_text()) == []
+
+
+def test_export_boxes_are_the_target_cells_box_by_default(tmp_path):
+    """``--boxes target`` (default) answers with ``target_bbox`` (the authors' label); ``changed`` with
+    ``bbox`` (every changed pixel's box, one dilation cell wider)."""
+    from shards.export import answer
+    from shards.answers import parse_answer
+
+    sample = Sample(sample_id="s", source_id="src", seed=0, status="accepted",
+                    artifacts=[Artifact(tool="add", bbox=[16, 16, 80, 80], target_bbox=[32, 32, 64, 64],
+                                        accepted=True, local_explanation="x")])
+    assert parse_answer(answer(sample, 128, 128)).boxes == [[32, 32, 64, 64]]
+    assert parse_answer(answer(sample, 128, 128, boxes="changed")).boxes == [[16, 16, 80, 80]]
+    old = replace(sample.artifacts[0], target_bbox=None)  # a shard written before schema 4
+    assert parse_answer(answer(replace(sample, artifacts=[old]), 128, 128)).boxes == [[16, 16, 80, 80]]

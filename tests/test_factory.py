@@ -57,6 +57,13 @@ def assert_valid_run(out: Path, n: int) -> list:
     for s in samples:
         if s.status == "rejected":
             assert s.reject_reason
+        for a in s.artifacts:  # the authors' distortions and labels (issue 25)
+            if a.tool == "distort" and a.kernel in ("strips", "permute"):
+                assert set(a.reference_cells) <= set(a.cells), "a strips/permute reference outside the part"
+            if a.region is not None:  # synthesised: both boxes
+                tx0, ty0, tx1, ty1 = a.target_bbox
+                x0, y0, x1, y1 = a.bbox
+                assert x0 <= tx0 < tx1 <= x1 and y0 <= ty0 < ty1 <= y1, "target_bbox larger than bbox"
     report = json.loads((out / "report.json").read_text())
     assert report["accepted"] == n and report["total"] == len(samples)
     assert report["rejected"] == len(samples) - n
@@ -64,6 +71,9 @@ def assert_valid_run(out: Path, n: int) -> list:
     assert report["startup_seconds"] >= 0
     for stream in report["streams"]:  # the wait for the first row is part of its stream
         assert 0 <= stream.get("first_row_seconds", 0) <= stream["seconds"]
+    boxes = report["target_vs_changed_boxes"]
+    assert boxes["artifacts"] == sum(len(s.artifacts) for s in accepted)
+    assert boxes["artifacts"] == 0 or 0 < boxes["mean_iou"] <= boxes["mean_area_ratio"] + 1e-9 <= 1 + 1e-9
     for tool, counts in report["per_tool"].items():  # the dataset's artifacts, per tool
         assert counts["in_dataset"] == sum(a.tool == tool for s in accepted for a in s.artifacts)
     assert (out / "README.md").read_text().startswith("---")

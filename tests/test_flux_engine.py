@@ -213,3 +213,56 @@ def test_schnell_is_sampled_without_the_time_shift():
     plain = shifted_sigmas(4, 1024, shift=False)
     assert torch.allclose(plain, torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))
     assert not torch.allclose(shifted_sigmas(4, 1024), plain)
+
+
+def test_a_target_whose_positional_steps_ended_reads_its_own_cached_value():
+    """As the authors' model: an artifact's targets leave the injected set when its positional steps end,
+    so from then on they read their own cached V (value index = itself, a cached row), while an artifact
+    still injecting keeps its reference's. Here: 4 steps, 3 value steps, add 4 positional steps, fuse 2."""
+    add_cells, fuse_cells = torch.tensor([5, 6]), torch.tensor([30, 31])
+    add_refs, fuse_refs = torch.tensor([13, 14]), torch.tensor([40, 41])
+    targets, refs = torch.cat([add_cells, fuse_cells]), torch.cat([add_refs, fuse_refs])
+    image = photo()[None]
+
+    def recorded(value_after_pe):
+        eng = engine(num_steps=4, value_steps=3, value_after_pe=value_after_pe)
+        emb, pooled = eng.encode_prompt(["a photo"])
+        seen, forward = [], eng.forward
+
+        def recording_forward(**kwargs):
+            seen.append((eng.state.value_index[0].clone(), eng.state.cached_rows[0, :, 0, 0].clone()))
+            return forward(**kwargs)
+
+        eng.forward = recording_forward
+        eng.run(image, emb, pooled, [targets], [refs], [torch.tensor([4, 4, 2, 2])])
+        return emb.shape[1], seen[-4:]  # the 4 denoising calls
+
+    text_len, steps = recorded("own")
+    for step, (index, cached) in enumerate(steps):
+        assert index[text_len + add_cells].tolist() == (text_len + add_refs).tolist()  # still injecting
+        assert not cached[text_len + add_cells].any()
+        if step < 2:  # the fuse's positional steps: its reference's V, live
+            assert index[text_len + fuse_cells].tolist() == (text_len + fuse_refs).tolist()
+            assert not cached[text_len + fuse_cells].any()
+        else:  # ended: its own cached V, like the background
+            assert index[text_len + fuse_cells].tolist() == (text_len + fuse_cells).tolist()
+            assert cached[text_len + fuse_cells].all()
+        assert cached[text_len + 0] and not cached[:text_len].any()  # background cached, text live
+    _, ours = recorded("reference")
+    assert all(index[text_len + fuse_cells].tolist() == (text_len + fuse_refs).tolist() for index, _ in ours)
+
+
+def test_released_targets_equal_targets_that_never_had_a_reference():
+    """With every row cached and no positional steps, a target released from the start reads exactly
+    what a target mapped onto itself reads: the outputs are identical; keeping the reference's V differs."""
+    image = photo()[None]
+    targets, refs, own = torch.tensor([9, 10, 17]), torch.tensor([33, 34, 35]), torch.tensor([9, 10, 17])
+
+    def output(value_after_pe, references):
+        eng = engine(num_steps=3, value_steps=3, cached_value_rows="all", value_after_pe=value_after_pe)
+        emb, pooled = eng.encode_prompt(["a photo"])
+        return eng.run(image, emb, pooled, [targets], [references], [0]).raw
+
+    released = output("own", refs)
+    assert np.array_equal(released, output("own", own))
+    assert not np.array_equal(released, output("reference", refs))

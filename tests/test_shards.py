@@ -60,6 +60,7 @@ def _accepted(seed: int, photo: np.ndarray) -> Sample:
         negative_explanation="the astronaut has two hands, each with five fingers",
         artifacts=[
             Artifact(tool="add", kernel="fuse", entity="hand", subentity="finger", bbox=[6, 4, 20, 12],
+                     target_bbox=[8, 4, 16, 12],
                      cells=[1, 2, 3], reference_cells=[7], region={"size": [32, 48], "counts": "Xy0"},
                      local_explanation="an extra finger", label="extra_finger", lpips=0.125,
                      vlm_verdict='{"ok": true}', accepted=True),
@@ -227,11 +228,24 @@ def test_version_2_shards_still_read(samples: list[Sample]) -> None:
     row.update(schema_version=2, plan=json.dumps(samples[0].plan), provenance=json.dumps(samples[0].provenance))
     del row["negative_explanation"]
     for artifact in row["artifacts"]:
-        del artifact["xaigd_category"]
+        del artifact["xaigd_category"], artifact["target_bbox"]
         region = artifact.pop("region")
         artifact["region_rle"] = None if region is None else json.dumps(region)
     old = row_to_sample(row)
     assert old.plan == samples[0].plan and old.provenance == samples[0].provenance
     assert old.negative_explanation == ""
-    assert old.artifacts == [replace(a, xaigd_category=artifact_category(a)) for a in samples[0].artifacts]
+    assert old.artifacts == [replace(a, xaigd_category=artifact_category(a), target_bbox=None)
+                             for a in samples[0].artifacts]
+    assert old.artifacts[0].box("target") == old.artifacts[0].box("changed") == [6, 4, 20, 12]  # falls back
     assert [a.xaigd_category for a in old.artifacts] == ["high-level-semantics", "low-level-edge_shape"]
+
+
+def test_version_3_shards_read_without_target_bbox(samples: list[Sample]) -> None:
+    """Schema 4 added ``target_bbox``; a v3 row reads it as None and its box falls back to ``bbox``."""
+    row = sample_to_row(samples[0])
+    row["schema_version"] = 3
+    for artifact in row["artifacts"]:
+        del artifact["target_bbox"]
+    old = row_to_sample(row)
+    assert [a.target_bbox for a in old.artifacts] == [None, None]
+    assert samples[0].artifacts[0].box() == [8, 4, 16, 12] and samples[0].artifacts[0].box("changed") == [6, 4, 20, 12]

@@ -43,7 +43,10 @@ def _every_prompt(images: list[Image.Image]) -> list[VLMRequest]:
                  for tool in TOOLS]
     requests.append(VLMRequest(*prompts.local_explanation("add", "cat", "ear"), images=[images[0]],
                                name="local_explanation"))
-    requests.append(VLMRequest(*prompts.global_explanation(["an extra ear"]), name="global_explanation"))
+    requests.append(VLMRequest(*prompts.global_explanation([([16, 16, 48, 32], "an extra ear")]),
+                               name="global_explanation"))
+    requests.append(VLMRequest(*prompts.negative_explanation("a cat", "the cat has an extra ear"), images=images[:2],
+                               name="negative_explanation"))
     return requests
 
 
@@ -87,7 +90,7 @@ def test_scripted_vlm_answers_depend_on_what_is_asked_and_the_seed_never_on_pixe
     crops = [Image.fromarray(rng.integers(1, 255, (16, 16, 3), dtype=np.uint8)) for _ in range(200)]
     requests = [VLMRequest(prompt, schema, [c], name="triplet_add", key=f"sample-{i}/0") for i, c in enumerate(crops)]
     verdicts = backend.generate_json(requests)
-    passed = np.mean([v.value["visible"] and v.value["in_region"] for v in verdicts])
+    passed = np.mean([v.value["visible"] and v.value.get("in_region", True) for v in verdicts])
     assert 0.6 < passed < 0.8
     # Every pixel one grey level up or down (another CPU's rounding, another batch): the same answers.
     for shift in (-1, 1):

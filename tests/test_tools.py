@@ -75,8 +75,9 @@ def test_every_distort_kernel_moves_cells_inside_the_entity(kernel):
     entity, arm = rect(1, 11, 1, 15), rect(4, 7, 2, 14)
     m = distort_mapping(arm, entity, GRID, TOOLS.distort, seed=3, kernel=kernel)
     assert m is not None and m.kernel == kernel and m.target_cells.size > 0
-    m.validate()  # no identity pairs, in bounds
+    m.validate()  # in bounds; identity pairs only because the whole part is the target
     assert set(m.reference_cells) <= set(GRID.cells_of(entity | arm))
+    assert set(m.target_cells.tolist()) == set(GRID.cells_of(arm).tolist())  # the whole part: target and label
     again = distort_mapping(arm, entity, GRID, TOOLS.distort, seed=3, kernel=kernel)
     assert np.array_equal(m.reference_cells, again.reference_cells)
 
@@ -208,3 +209,70 @@ def test_fuse_regions_copy_from_the_other_entity_and_none_is_dropped():
         assert not all(region["fitted"] for region in m.meta["regions"])  # the fallback is exercised
     again = fuse_mapping(a, b, grid, TOOLS.fuse, seed=1)
     assert again.to_dict() == fuse_mapping(a, b, grid, TOOLS.fuse, seed=1).to_dict()
+
+
+# ---- distort as the method's authors: hand-derived cases -------------------------------------------
+def test_strips_roll_each_line_inside_its_band_so_references_stay_in_the_part():
+    # A 3 x 12-cell arm, long axis along x: 6 bands of 2 columns; every column (a line across the
+    # band) is rolled circularly by its band's shift, so reference row = rows[(k - shift) mod 3].
+    arm = rect(4, 7, 2, 14)
+    m = distort_mapping(arm, rect(1, 11, 1, 15), GRID, TOOLS.distort, seed=5, kernel="strips")
+    assert set(m.reference_cells.tolist()) <= set(GRID.cells_of(arm).tolist())
+    tr, tc = GRID.rowcol(m.target_cells)
+    rr, rc = GRID.rowcol(m.reference_cells)
+    assert np.array_equal(tc, rc)  # lines run across the long axis: a cell's column never changes
+    band_shift = {}
+    for col in range(2, 14):
+        on = tc == col
+        assert sorted(rr[on].tolist()) == [4, 5, 6]  # a permutation of the line
+        shift = {int((t - r) % 3) for t, r in zip(tr[on], rr[on])}
+        assert len(shift) == 1  # one roll for the whole line
+        band_shift.setdefault((col - 2) // 2, set()).update(shift)
+    assert all(len(v) == 1 for v in band_shift.values())  # one roll per band
+    expected = sorted(s % 3 for s in TOOLS.distort.strip_shifts)  # {0, +1, +3, -2, -3, -4} mod 3
+    assert sorted(v.pop() for v in band_shift.values()) == expected
+
+
+def test_permute_takes_references_only_inside_the_part():
+    arm = rect(4, 7, 2, 14)
+    m = distort_mapping(arm, rect(1, 11, 1, 15), GRID, TOOLS.distort, seed=9, kernel="permute")
+    assert sorted(m.reference_cells.tolist()) == sorted(m.target_cells.tolist()) == GRID.cells_of(arm).tolist()
+
+
+class _ScriptedNormal:
+    """A generator whose Gaussian draws are given in advance (one (n, 2) block per call)."""
+
+    def __init__(self, blocks):
+        self.blocks = list(blocks)
+
+    def normal(self, loc, scale, size):
+        block = np.asarray(self.blocks.pop(0), dtype=float)
+        assert block.shape == size
+        return block
+
+
+def test_jitter_redraws_a_draw_that_leaves_the_entity():
+    from tools.distort import jitter
+
+    allowed = rect(4, 6, 4, 6)  # a 2 x 2 entity; both cells of the part are in it
+    rows, cols = np.array([4, 5]), np.array([4, 5])
+    # first draws: cell 0 jumps out (+3 rows), cell 1 lands on (4, 4); the redraw brings cell 0 to (4, 5)
+    scripted = [[[3, 0], [-1, -1]], [[0, 1]]]
+    rr, rc = jitter(rows, cols, allowed, GRID, 1.0, 10, _ScriptedNormal(scripted))
+    assert (rr.tolist(), rc.tolist()) == ([4, 4], [5, 4])
+    # with no redraws the cell that left keeps itself
+    rr, rc = jitter(rows, cols, allowed, GRID, 1.0, 0, _ScriptedNormal(scripted[:1]))
+    assert (rr.tolist(), rc.tolist()) == ([4, 4], [4, 4])
+    # after 1 + jitter_redraws draws outside, the cell keeps itself
+    out = [[[9, 9]]] * 3
+    rr, rc = jitter(rows[:1], cols[:1], allowed, GRID, 1.0, 2, _ScriptedNormal(out))
+    assert (rr.tolist(), rc.tolist()) == ([4], [4])
+
+
+def test_distort_targets_moved_keeps_only_moving_cells():
+    moved_only = TOOLS.distort.model_copy(update={"targets": "moved"})
+    arm = rect(4, 7, 2, 14)
+    m = distort_mapping(arm, rect(1, 11, 1, 15), GRID, moved_only, seed=5, kernel="strips")
+    m.validate()
+    assert not np.any(m.target_cells == m.reference_cells)
+    assert m.target_cells.size < GRID.cells_of(arm).size

@@ -22,7 +22,8 @@ from factory.models.vlm import load_vlm
 
 SCHEMAS = [prompts.caption_vocabulary(), prompts.triplet_check("add", "person", "hand"),
            prompts.triplet_check("fuse", "cat+cup", None), prompts.local_explanation("remove", "cat", "ear"),
-           prompts.global_explanation(["an extra finger", "a missing ear"])]
+           prompts.global_explanation([([8, 8, 40, 24], "an extra finger"), ([48, 16, 64, 48], "a missing ear")]),
+           prompts.negative_explanation("a person with a cat", "the hand has an extra finger")]
 
 
 def test_tiny_transformers_vlm_returns_schema_valid_json_for_every_schema_batched():

@@ -125,7 +125,8 @@ class ScriptedVLMServer(ThreadingHTTPServer):
         if self.mode == "prose" and name != CHECK_NAME:
             return 200, completion("Sure! The photo shows a person with a cat.")
         key = next((k for k in GOOD_ANSWERS if name.startswith(k)), "explanation")
-        return 200, completion(json.dumps(GOOD_ANSWERS[key]))
+        asked = body.get("response_format", {}).get("json_schema", {}).get("schema", {}).get("properties", {})
+        return 200, completion(json.dumps({k: v for k, v in GOOD_ANSWERS[key].items() if k in asked}))  # only what is asked
 
 
 def completion(content: str) -> dict:

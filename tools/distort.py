@@ -1,19 +1,30 @@
-"""distort: scramble the cells of an intermediate part (a warped arm, a twisted leg).
+"""distort: scramble the cells of an intermediate part (a warped arm, a twisted leg), as the method's
+authors do.
 
-Kernels, all seeded and all reachable: ``permute`` (random permutation of the part's cells),
-``jitter`` (each cell takes a Gaussian-offset cell, σ in cells, constrained to the entity) and
-``strips`` (bands across the long axis, each shifted perpendicular by a shuffled 10–60 px).
+Kernels, all seeded and all reachable:
+
+* ``permute``: a random permutation of the part's cells (references inside the part);
+* ``jitter``: each cell takes a Gaussian-offset cell (σ ``jitter_sigma_cells``), constrained to the
+  entity; a draw outside the grid or the entity is redrawn up to ``jitter_redraws`` times, after
+  which the cell keeps itself;
+* ``strips``: the part is cut into ``len(strip_shifts)`` bands across its long axis; each band's
+  cells are rolled circularly across it (every line of the band perpendicular to the long axis
+  rotates by the band's shift, from ``strip_shifts`` in shuffled order), so every reference is a
+  cell of the part.
+
+``targets: part`` (default, the authors'): every cell of the part is a target and the part is the
+label, unmoved cells included (identity pairs); ``targets: moved`` keeps only the cells that move.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from tools.grid import CELL, Grid
-from tools.mapping import ArtifactMapping, drop_identity_and_out_of_bounds
+from tools.grid import Grid
+from tools.mapping import ArtifactMapping
 
 KERNELS = ("permute", "jitter", "strips")
-RETRIES = 8
+RETRIES = 8  # whole-kernel redraws while nothing moves
 
 
 def distort_mapping(part: np.ndarray, entity_mask: np.ndarray, grid: Grid, config, seed: int,
@@ -32,31 +43,52 @@ def distort_mapping(part: np.ndarray, entity_mask: np.ndarray, grid: Grid, confi
             order = rng.permutation(rows.size)
             rr, rc = rows[order], cols[order]
         elif kernel == "jitter":
-            offsets = np.rint(rng.normal(0.0, config.jitter_sigma_cells, size=(rows.size, 2))).astype(int)
-            rr, rc = rows + offsets[:, 0], cols + offsets[:, 1]
-            inside = grid.in_bounds(rr, rc)
-            inside[inside] = allowed[rr[inside], rc[inside]]
-            rr, rc = np.where(inside, rr, rows), np.where(inside, rc, cols)
+            rr, rc = jitter(rows, cols, allowed, grid, config.jitter_sigma_cells, config.jitter_redraws, rng)
         else:
-            rr, rc = _strips(rows, cols, config, rng)
-            inside = grid.in_bounds(rr, rc)
-            inside[inside] = allowed[rr[inside], rc[inside]]
-            rr, rc = np.where(inside, rr, rows), np.where(inside, rc, cols)
-        targets, references = drop_identity_and_out_of_bounds(grid, rows, cols, rr, rc)
-        if targets.size:
-            return ArtifactMapping("distort", targets, references, grid, kernel=kernel, entity=entity,
-                                   subentity=subentity, meta={"moved": int(targets.size)})
+            rr, rc = strips(rows, cols, config.strip_shifts, rng)
+        targets, references = grid.index(rows, cols), grid.index(rr, rc)
+        moved = targets != references
+        if not moved.any():
+            continue
+        if config.targets == "moved":
+            targets, references = targets[moved], references[moved]
+        return ArtifactMapping("distort", targets, references, grid, kernel=kernel, entity=entity,
+                               subentity=subentity, meta={"moved": int(moved.sum()), "targets": config.targets})
     return None
 
 
-def _strips(rows: np.ndarray, cols: np.ndarray, config, rng: np.random.Generator):
-    """Cut the part into bands across its long axis; shift each band perpendicular to it."""
+def jitter(rows: np.ndarray, cols: np.ndarray, allowed: np.ndarray, grid: Grid, sigma: float, redraws: int,
+           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's reference: its position plus a rounded Gaussian offset; a draw that leaves the grid
+    or ``allowed`` is drawn again (up to ``redraws`` more times), then the cell keeps itself."""
+    rr, rc = rows.copy(), cols.copy()
+    pending = np.ones(rows.size, dtype=bool)
+    for _ in range(1 + redraws):
+        idx = np.flatnonzero(pending)
+        if not idx.size:
+            break
+        offsets = np.rint(rng.normal(0.0, sigma, size=(idx.size, 2))).astype(int)
+        cr, cc = rows[idx] + offsets[:, 0], cols[idx] + offsets[:, 1]
+        ok = grid.in_bounds(cr, cc)
+        ok[ok] = allowed[cr[ok], cc[ok]]
+        rr[idx[ok]], rc[idx[ok]] = cr[ok], cc[ok]
+        pending[idx[ok]] = False
+    return rr, rc
+
+
+def strips(rows: np.ndarray, cols: np.ndarray, shifts, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Bands across the part's long axis; inside each band, every line perpendicular to the long axis
+    is rolled circularly by the band's shift (``shifts`` in shuffled order): references stay in the part."""
+    count = len(shifts)
     horizontal = np.ptp(cols) >= np.ptp(rows)  # long axis along x: bands are column ranges
     along, across = (cols, rows) if horizontal else (rows, cols)
-    edges = np.linspace(along.min(), along.max() + 1, config.strips + 1)
-    band = np.clip(np.searchsorted(edges, along, side="right") - 1, 0, config.strips - 1)
-    lo, hi = config.strip_shift_px
-    shifts = np.maximum(1, np.rint(np.linspace(lo, hi, config.strips) / CELL)).astype(int)
-    shifts = rng.permutation(shifts) * rng.choice([-1, 1], size=config.strips)
-    moved_across = across - shifts[band]
-    return (moved_across, cols) if horizontal else (rows, moved_across)
+    edges = np.linspace(along.min(), along.max() + 1, count + 1)
+    band = np.clip(np.searchsorted(edges, along, side="right") - 1, 0, count - 1)
+    band_shift = rng.permutation(np.asarray(shifts, dtype=int))
+    new_across = across.copy()
+    for line in np.unique(along):  # one line: the part's cells at one position along the long axis
+        idx = np.flatnonzero(along == line)
+        idx = idx[np.argsort(across[idx], kind="stable")]
+        shift = int(band_shift[band[idx[0]]])  # a line lies in one band
+        new_across[idx] = np.roll(across[idx], shift)  # cell k takes cell k - shift of its line
+    return (new_across, cols) if horizontal else (rows, new_across)

@@ -35,8 +35,13 @@ class ArtifactMapping:
                 raise ValueError(f"{name} cells out of the {self.grid.rows}x{self.grid.cols} grid")
         if np.unique(self.target_cells).size != self.target_cells.size:
             raise ValueError("a target cell appears twice")
-        if np.any(self.target_cells == self.reference_cells):
+        if np.any(self.target_cells == self.reference_cells) and not self.identity_allowed:
             raise ValueError("identity pairs (target == reference) change nothing")
+
+    @property
+    def identity_allowed(self) -> bool:
+        """A distortion whose whole part is the target keeps its unmoved cells (identity pairs)."""
+        return self.tool == "distort" and self.meta.get("targets") == "part"
 
     @property
     def empty(self) -> bool:

@@ -77,7 +77,8 @@ class ScriptedBackend:
         if request.name == "caption_vocabulary":
             value = self._caption_vocabulary(rng)
         elif request.name.startswith("triplet_") and request.name.removeprefix("triplet_") in TRIPLET_TEXTS:
-            value = self._triplet(request.name.removeprefix("triplet_"), rng)
+            value = self._triplet(request.name.removeprefix("triplet_"), rng,
+                                  "in_region" in request.schema.get("properties", {}))
         elif request.name == "local_explanation":
             value = {"explanation": LOCAL_TEXTS[rng.integers(len(LOCAL_TEXTS))]}
         elif request.name == "global_explanation":
@@ -108,12 +109,14 @@ class ScriptedBackend:
         objects = listed[0] if count == 1 else ", ".join(listed[:-1]) + " and " + listed[-1]
         return {"caption": f"a photo of {objects}", "entities": entities}
 
-    def _triplet(self, tool: str, rng: np.random.Generator) -> dict:
+    def _triplet(self, tool: str, rng: np.random.Generator, in_region_asked: bool = True) -> dict:
         explanation, label = TRIPLET_TEXTS[tool][rng.integers(len(TRIPLET_TEXTS[tool]))]
         if rng.random() < self.visible_share:
             visible, in_region = True, True
         else:
             visible, in_region = FAILED_VERDICTS[rng.integers(len(FAILED_VERDICTS))]
+        if not in_region_asked:  # a flaw seen outside the region reads as not visible
+            return {"visible": visible and in_region, "explanation": explanation, "label": label}
         return {"visible": visible, "in_region": in_region, "explanation": explanation, "label": label}
 
 

@@ -10,7 +10,8 @@ Read top to bottom, ``FluxEngine.run`` is the whole method:
    reference token's RoPE for the first ``pe_steps`` steps *of its own artifact* (a per-token gate:
    one image can hold an ``add`` injected for 25 steps and a ``fuse`` for 15), for the first
    ``value_steps`` steps value layers take the cached V of the paired inversion step (reverse
-   order) and target tokens the V of their reference; after every step, latents outside the
+   order) and target tokens the V of their reference — a target whose positional steps ended reads its
+   own cached V, as the authors (``value_after_pe: own``); after every step, latents outside the
    dilated target cells are replaced by the inversion trajectory at the same σ (latent paste);
 4. decode, and composite onto the *VAE reconstruction* of the input (the decode of its encoded
    latent), never onto camera pixels: outside the change mask (dilated target cells) the output
@@ -27,7 +28,6 @@ benchmarks. Design: docs/ARCHITECTURE.md, "The FLUX engine".
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -35,7 +35,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from tools.flux.processor import InjectionProcessor, InjectionState
+from tools.flux.latents import image_ids, pack, shifted_sigmas, unpack  # noqa: F401  (re-exported)
+from tools.flux.processor import InjectionProcessor, InjectionState, release_ended_targets
 from tools.flux.text import encode_captions
 from tools.grid import Grid
 
@@ -64,33 +65,6 @@ class PreparedState:
     img_ids: torch.Tensor  # (rows * cols, 3)
     cache_bytes: int  # value cache size (the slots the denoising reads)
     state: InjectionState
-
-
-def shifted_sigmas(num_steps: int, image_tokens: int, shift: bool = True) -> torch.Tensor:
-    """FLUX's schedule: linspace(1, 1/N, N), time-shifted by mu (linear in token count) unless
-    ``shift`` is off (FLUX.1-schnell is sampled unshifted), then 0."""
-    sigmas = torch.linspace(1.0, 1.0 / num_steps, num_steps, dtype=torch.float64)
-    if shift:
-        mu = 0.5 + (1.15 - 0.5) * (image_tokens - 256) / (4096 - 256)
-        sigmas = math.exp(mu) / (math.exp(mu) + (1.0 / sigmas - 1.0))
-    return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)]).float()
-
-
-def pack(latents: torch.Tensor) -> torch.Tensor:
-    b, c, h, w = latents.shape
-    return latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), c * 4)
-
-
-def unpack(tokens: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    b, _, c4 = tokens.shape
-    return tokens.view(b, rows, cols, c4 // 4, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c4 // 4, rows * 2, cols * 2)
-
-
-def image_ids(rows: int, cols: int) -> torch.Tensor:
-    ids = torch.zeros(rows, cols, 3)
-    ids[..., 1] = torch.arange(rows)[:, None]
-    ids[..., 2] = torch.arange(cols)[None, :]
-    return ids.reshape(rows * cols, 3)
 
 
 class FluxEngine:
@@ -281,7 +255,12 @@ class FluxEngine:
             fresh = torch.stack([torch.randn(z.shape[1:], generator=torch.Generator().manual_seed(int(seed)))
                                  for seed in noise_seeds]).to(self.device)
             z = torch.where(keep, trajectory[steps - first], (1 - sigma) * z0 + sigma * fresh)
+        is_target = torch.zeros_like(pe_limit, dtype=torch.bool)  # released once their positional steps end
+        for b, t in enumerate(targets if self.cfg.value_after_pe == "own" else []):
+            is_target[b, text_len + t.to(self.device)] = True
+        injected_rows = (state.value_index.clone(), state.cached_rows.clone())  # while every target injects
         for j in range(first, steps):
+            release_ended_targets(state, *injected_rows, is_target & (j >= pe_limit))
             pe_on = (j < pe_limit)[:, :, None]
             state.cos_pe.copy_(torch.where(pe_on, injected[0], stock[0][None]))
             state.sin_pe.copy_(torch.where(pe_on, injected[1], stock[1][None]))

@@ -14,7 +14,8 @@ denoising loop once. With the state's gates closed the processor computes exactl
   tokens that are not targets, as the method's authors: text keeps its live V) take their cached
   V of the paired inversion step; then every target token takes the V its reference token has at
   that point — cached for a background reference, live for a reference that is itself a target
-  (a distortion's permuted cells); gated per sample.
+  (a distortion's permuted cells); gated per sample. A target whose positional steps have ended is
+  back in the background: its own cached V (``release_ended_targets``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,16 @@ class InjectionState:
     read_slot: torch.Tensor  # () long: cache slot to read this call
     cache: list[torch.Tensor]  # per value layer (slots + 1, B, S, H, D); one tensor each so that
     # in-place slot writes stay in place under torch.compile (a view of one big buffer gets copied)
+
+
+def release_ended_targets(state: InjectionState, injected_index: torch.Tensor, injected_cached: torch.Tensor,
+                          ended: torch.Tensor) -> None:
+    """Targets whose positional steps have ended (``ended``, (B, S) bool) leave the injected set, as in
+    the authors' model: they read their own cached V like the background, not their reference's.
+    In place, so compiled processors see it."""
+    own = torch.arange(ended.shape[1], device=ended.device).expand_as(ended)
+    state.value_index.copy_(torch.where(ended, own, injected_index))
+    state.cached_rows.copy_(injected_cached | ended[:, :, None, None])
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
