@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
-PYTEST_ARGS ?=
+# two pytest-xdist workers; the tests of one shared run (tests/conftest.py: SHARED_RUNS) stay on one
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 .PHONY: demo test setup bench clean
 
