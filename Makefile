@@ -4,8 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
-# two pytest-xdist workers; the tests of one shared run (tests/conftest.py: SHARED_RUNS) stay on one
-PYTEST_ARGS ?= -n 2 --dist loadgroup
+PYTEST_ARGS ?=
 
 .PHONY: demo test setup bench clean
 

@@ -99,15 +99,3 @@ def everywhere(tmp_path_factory) -> Path:
         model.fuse[-1].bias.fill_(8.0)
         model.image_head.bias.fill_(8.0)
     return save_detector(model, tmp_path_factory.mktemp("everywhere"))
-
-
-# The session's expensive runs, each made once: under pytest-xdist (``make test`` runs 2 workers with
-# ``--dist loadgroup``) every test that reads one of them goes to the same worker, which builds it once.
-SHARED_RUNS = ("factory_shards", "samples_run", "tiny_weights")
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        shared = [name for name in SHARED_RUNS if name in getattr(item, "fixturenames", ())]
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(shared[0]))
