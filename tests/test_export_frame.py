@@ -108,6 +108,21 @@ def test_the_box_lands_on_the_artifact_in_the_image_the_model_receives(export_di
     assert _iou(BOX, seen) < 0.1  # the stored-frame box (×1 instead of ×0.74) would miss it
 
 
+def test_the_tiny_vlm_receives_the_export_in_the_same_frame(export_dir):
+    """The tiny Qwen2-VL (the model the tests answer and train with) has the export's frame: its processor
+    leaves an exported image unresized and patches it into Qwen2.5-VL's grid, so a test on the export checks
+    the boxes in the pixels the tiny model sees."""
+    from factory.models.vlm import tiny_image_processor
+
+    for record in _records(export_dir):
+        image = Image.open(export_dir / record["images"][0]).convert("RGB")
+        out = tiny_image_processor()(images=[image], return_tensors="pt")
+        _, rows, cols = (int(v) for v in out["image_grid_thw"][0])
+        assert (cols * QWEN25["patch_size"], rows * QWEN25["patch_size"]) == image.size
+        assert tuple(int(v) for v in out["image_grid_thw"][0]) == \
+            tuple(int(v) for v in Qwen2VLImageProcessor(**QWEN25)(images=[image], return_tensors="pt")["image_grid_thw"][0])
+
+
 def test_generated_text_cannot_break_the_placeholder_count(export_dir):
     for record in _records(export_dir):
         contents = [m["content"] for m in record["messages"]]

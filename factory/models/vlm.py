@@ -66,10 +66,23 @@ def load_vlm(models: ModelsConfig):
 
 
 @functools.lru_cache(maxsize=2)
+def tiny_image_processor():
+    """The tiny Qwen2-VL's image processor, in the LLaMA-Factory export's frame (``shards.export.ModelFrame``:
+    Qwen2.5-VL's patch grid and pixel range), so an exported image reaches the tiny model unresized, as it
+    reaches a real one."""
+    from transformers import Qwen2VLImageProcessor
+
+    from shards.export import ModelFrame
+
+    frame = ModelFrame()
+    return Qwen2VLImageProcessor(min_pixels=frame.processor_min_pixels, max_pixels=frame.processor_max_pixels,
+                                 patch_size=14, merge_size=2, temporal_patch_size=2)
+
+
 def _tiny_qwen2_vl(seed: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration,
-                              Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor)
+                              Qwen2VLProcessor, Qwen2VLVideoProcessor)
 
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -93,8 +106,6 @@ def _tiny_qwen2_vl(seed: int):
         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
     with seeded(seed):
         model = Qwen2VLForConditionalGeneration(config).eval()
-    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, merge_size=2,
-                                            temporal_patch_size=2)
-    processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+    processor = Qwen2VLProcessor(image_processor=tiny_image_processor(), tokenizer=tokenizer,
                                  video_processor=Qwen2VLVideoProcessor(), chat_template=CHAT_TEMPLATE)
     return model, processor
