@@ -249,7 +249,7 @@ def test_streamed_evaluation_equals_metrics_on_materialised_predictions(trained,
 @pytest.mark.slow
 def test_vit_backbone_trains_with_attention_alignment_on_two_workers(factory_shards, ray_cluster, tmp_path):
     result = train_main(["--shards", str(factory_shards), "--out", str(tmp_path), "--backbone", "tiny-vit",
-                         "--align-weight", "1.0", "--epochs", "1", *TRAIN_ARGS])
+                         "--align-weight", "1.0", "--epochs", "1", *TRAIN_ARGS, "--image-size", "64"])  # 64² suffices here
     assert result.metrics["epoch"] == 1 and np.isfinite(result.metrics["train_loss"])
     detector = load_detector(tmp_path)
     assert detector.exposes_attention and detector.cfg.align_weight == 1.0
