@@ -323,6 +323,8 @@ class FactoryConfig(Strict):
     max_streams: int = Field(20, ge=1, description="streams per run (a new one only to retry failed samples, "
                                                    "or after a stream broke)")
     stream_retries: int = Field(3, ge=0, description="replans after the stream itself failed (lost node, ...)")
+    stream_stall_s: float | None = Field(900.0, gt=0, description="a stream that yields no row for this long is "
+                                         "abandoned and replanned, like a broken one (None: wait forever)")
     reorder_buffer: int = Field(512, ge=1, description="finished rows held while an earlier sample of the plan "
                                                        "is unfinished; full behind a failed sample: retry it")
     max_attempts: int = Field(3, ge=1, description="tries per sample in one run before it is left for a re-run")

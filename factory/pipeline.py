@@ -49,6 +49,7 @@ from factory.failures import Failures, StageFailingError
 from factory.output import Ledger, OutputDir, OutputMismatchError, ShardBuffer, build_report
 from factory.stages import STAGES, ActorStarts, decode_sources, sample_seed, work_schema
 from factory.vlm_service import VLMClient, start_vlm_service, stop_vlm_service
+from factory.watchdog import stall_deadline
 from shards.record import Sample, make_sample_id
 from shards.rows import table_to_samples
 
@@ -279,7 +280,12 @@ class StreamJob:
         """Read one stream: hold its rows, commit the plan's finished prefix, stop when the job is done,
         the breaker trips, or the reorder buffer is full while a failed sample blocks the prefix."""
         info["failed"] = 0
+        with stall_deadline(self.config.factory.stream_stall_s) as deadline:
+            self._read(dataset, info, start, deadline)
+
+    def _read(self, dataset, info: dict[str, Any], start: float, deadline) -> None:
         for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            deadline.beat()
             # Until the first row: the pools' actors start and load their models (compile, warm up).
             info.setdefault("first_row_seconds", round(time.perf_counter() - start, 2))
             for sample in table_to_samples(batch):

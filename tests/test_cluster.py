@@ -51,6 +51,9 @@ def test_multi_node_cluster_survives_losing_a_worker_node(tmp_path):
         "factory.perception.num_cpus": 0.25, "factory.curation.num_cpus": 0.25,
         "factory.synthesis.num_gpus": 1.0, "factory.synthesis.num_cpus": 0.25,
         "output.rows_per_file": 1, "output.flush_seconds": 0.01,
+        # A lost node can leave a Ray task waiting for an argument that lived only there (no actor left to
+        # recreate it): the stream is then abandoned after this long and the rest replanned.
+        "factory.stream_stall_s": 120,
     })
     out = tmp_path / "run"
     removed: list[str] = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 from PIL import Image
 from skimage import data as skdata
@@ -149,3 +150,39 @@ def test_circuit_breaker_needs_enough_failures_of_one_stage_in_the_window():
     message = failures.tripped()  # 5 of the latest 10: half
     assert message and "'perception' failed 5 of the latest 10" in message and "ConnectionError: refused" in message
     assert failures.report()["by_stage"] == {"perception": {"ConnectionError": 8}}
+
+
+def test_a_stream_that_stops_yielding_is_abandoned_after_its_deadline():
+    """A stream blocked forever (as Ray's can be after a lost node) raises ``StreamStalled`` in the main
+    thread once the deadline passes without a row; rows in time keep it alive; the signal handler is
+    restored afterwards; off the main thread the deadline does nothing."""
+    import queue
+    import signal as signals
+    import threading
+    import time
+
+    from factory.watchdog import StreamStalled, stall_deadline
+
+    before = signals.getsignal(signals.SIGUSR2)
+    blocked: queue.Queue = queue.Queue()
+    started = time.monotonic()
+    with pytest.raises(StreamStalled, match="no row for 1.5 s"):
+        with stall_deadline(1.5) as deadline:
+            for _ in range(4):  # rows in time
+                time.sleep(0.5)
+                deadline.beat()
+            blocked.get()  # then nothing, ever
+    assert 3.0 < time.monotonic() - started < 10.0
+    assert signals.getsignal(signals.SIGUSR2) == before
+
+    outcome = {}
+
+    def off_main():
+        with stall_deadline(0.5):
+            time.sleep(2.0)
+        outcome["done"] = True
+
+    worker = threading.Thread(target=off_main)
+    worker.start()
+    worker.join()
+    assert outcome == {"done": True}
