@@ -188,7 +188,11 @@ def run_factory(n: int, config: Config, out: str) -> dict[str, Any]:
         start = time.perf_counter()
         init_ray(config)
         vlm = start_vlm_service(config)
-        job.actors = ray.remote(ActorStarts).options(num_cpus=0).remote()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        job.actors = ray.remote(ActorStarts).options(num_cpus=0, scheduling_strategy=here).remote()  # the
+        # driver's node: a worker node lost mid-run must not take the counts with it
         startup = time.perf_counter() - start
         try:
             job.run(vlm)
@@ -333,7 +337,11 @@ class StreamJob:
             return {}
         import ray
 
-        return ray.get(self.actors.counts.remote())
+        try:
+            return ray.get(self.actors.counts.remote())
+        except ray.exceptions.RayActorError as err:  # the counts are lost, the committed rows are not
+            log.warning("actors_started is unknown: %s", err)
+            return {}
 
 
 def _stats(dataset) -> str:
