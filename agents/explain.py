@@ -10,16 +10,12 @@ image a detector and a VLM train on).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from agents import prompts
 from agents.crops import target_mask, triplet_images
+from agents.settings import CurationConfig
 from agents.step import Pixels
 from agents.vlm.base import VLMBackend, VLMRequest
 from shards.record import Sample
-
-if TYPE_CHECKING:  # the config sections' types; agents never import the factory at run time
-    from factory.config import CurationConfig
 
 
 class Explain:

@@ -6,20 +6,17 @@ role and mask, go on ``plan["found"]`` for planning; their count on ``plan["dete
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 from torchvision.ops import box_convert, clip_boxes_to_image, nms
 
+from agents.settings import PerceptionConfig
 from agents.step import Pixels
 from agents.tensors import model_inputs
 from shards.images import encode_rle
 from shards.record import Sample
-
-if TYPE_CHECKING:  # the config sections' types; agents never import the factory at run time
-    from factory.config import PerceptionConfig
 
 
 @dataclass

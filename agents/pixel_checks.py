@@ -13,18 +13,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 from PIL import Image
 
 from agents.crops import artifact_regions, region_bbox
+from agents.settings import CurationConfig
 from agents.step import Pixels
 from shards.record import Sample
-
-if TYPE_CHECKING:  # the config sections' types; agents never import the factory at run time
-    from factory.config import CurationConfig
 
 
 def _lpips_map(model, real: np.ndarray, artifact: np.ndarray) -> np.ndarray:

@@ -9,19 +9,15 @@ one ``Artifact`` per pick go on the sample; a photo with nothing usable is rejec
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
+from agents.settings import PerceptionConfig
 from agents.step import Pixels
 from shards.images import decode_rle
 from shards.record import Artifact, Sample
 from shards.taxonomy import xaigd_category
 from tools.grid import CELL, Grid, containment
-from tools.plan import Entity, Part, plan_artifacts
-
-if TYPE_CHECKING:  # the config sections' types; agents never import the factory at run time
-    from factory.config import PerceptionConfig, ToolsConfig
+from tools.plan import Entity, Part, ToolsConfig, plan_artifacts
 
 
 def link_parts(part_masks: list[np.ndarray], entity_masks: list[np.ndarray], threshold: float) -> list[int | None]:
@@ -59,7 +55,7 @@ class PlanArtifacts:
         grid = Grid.from_image(height, width)
         mappings = plan_artifacts([Entity(d["label"], grid.cell_mask(m)) for d, m in entities],
                                   [Part(d["label"], d["kind"], grid.cell_mask(m), parent) for d, m, parent in parts],
-                                  grid, self.tools, cfg, sample.seed)
+                                  grid, self.tools, cfg.tool_shares, cfg.max_artifacts, sample.seed)
         sample.plan.update({
             "entities": [{k: d[k] for k in ("label", "score", "box", "mask")} for d, _ in entities],
             "parts": [{**{k: d[k] for k in ("label", "kind", "score", "box", "mask")}, "parent": parent}

@@ -17,7 +17,6 @@ reaches the stage, which fails the batch so it is retried (``factory.stages``).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,10 +25,8 @@ from agents.step import Pixels, photo_key
 from shards.images import encode_png, encode_rle
 from shards.record import Sample
 from tools.flux.engine import FluxEngine
+from tools.flux.settings import InjectionConfig
 from tools.flux.text import unpack_prompts
-
-if TYPE_CHECKING:  # the config sections' types; agents never import the factory at run time
-    from factory.config import InjectionConfig
 
 
 def pixel_box(mask: np.ndarray) -> list[int]:

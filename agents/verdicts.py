@@ -14,20 +14,17 @@ pass, the failed ones becoming ignore regions (mask ``MASK_IGNORE``), for pixel-
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from agents import prompts
 from agents.crops import artifact_regions, target_mask, triplet_images
+from agents.settings import CurationConfig
 from agents.step import Pixels
 from agents.vlm.base import VLMBackend, VLMRequest
 from shards.images import encode_png
 from shards.record import MASK_IGNORE as IGNORE
 from shards.record import Artifact, Sample
-
-if TYPE_CHECKING:  # the config sections' types; agents never import the factory at run time
-    from factory.config import CurationConfig
 
 
 class Verdicts:

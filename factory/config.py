@@ -1,7 +1,9 @@
 """The one typed configuration tree of FlawForge (its presets: ``factory.presets``).
 
-Every threshold, schedule and size the stages use lives here, with the ArtiAgent paper's values
-as defaults (arXiv 2602.20951). A run's config is a preset, then an
+The tree composes the settings each part declares where it is used (``tools.add.AddConfig`` ...
+``tools.plan.ToolsConfig``, ``tools.flux.settings.InjectionConfig``, ``agents.settings``) with the
+factory's own sections below (sources, models, image, pools, output); every threshold, schedule and
+size has the ArtiAgent paper's value as its default (arXiv 2602.20951). A run's config is a preset, then an
 optional YAML file, then CLI overrides (``section.field=value``), validated by pydantic so a bad
 value names its field. ``config_hash`` is the identity of the work a config describes: it goes
 into every ``sample_id`` and guards an output directory against a changed config.
@@ -14,21 +16,22 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from agents.settings import CurationConfig, PerceptionConfig
 from factory.presets import PRESETS, ConfigError, config_tree, format_validation_error
-from shards.record import ARTIFACT_TOOLS
+from tools.add import AddConfig
+from tools.distort import DistortConfig
+from tools.flux.settings import InjectionConfig, LayerRange
+from tools.fuse import FuseConfig
 from tools.grid import CELL
+from tools.plan import ToolsConfig
+from tools.remove import RemoveConfig
+from tools.settings import TOOLS, Strict, ToolName
 
-__all__ = ["PRESETS", "TOOLS", "Config", "ConfigError", "load_config"]
-ToolName = Literal["add", "remove", "distort", "fuse"]
-TOOLS: tuple[ToolName, ...] = ARTIFACT_TOOLS  # type: ignore[assignment]
-
-
-class Strict(BaseModel):
-    """Base for every config section: unknown keys are errors, values are validated on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+__all__ = ["PRESETS", "TOOLS", "AddConfig", "Config", "ConfigError", "CurationConfig", "DistortConfig", "FuseConfig",
+           "InjectionConfig", "LayerRange", "PerceptionConfig", "RemoveConfig", "Strict", "ToolName", "ToolsConfig",
+           "load_config"]
 
 
 # ---------------------------------------------------------------------------------------- sources
@@ -107,7 +110,7 @@ class ModelsConfig(Strict):
         return self
 
 
-# ------------------------------------------------------------------------------------- perception
+# ------------------------------------------------------------------------------------------ image
 class ImageConfig(Strict):
     cell: int = Field(CELL, description="pixels per FLUX token side (8x VAE, 2x2 packing); fixed")
     min_short_side: int = Field(480, ge=16, description="shorter sides are upscaled to this")
@@ -119,148 +122,6 @@ class ImageConfig(Strict):
             raise ValueError(f"cell must be {CELL}: one FLUX token covers {CELL}x{CELL} pixels")
         if self.max_side < self.min_short_side:
             raise ValueError("max_side must be >= min_short_side")
-        return self
-
-
-class PerceptionConfig(Strict):
-    box_threshold: float = Field(0.3, ge=0, le=1)
-    text_threshold: float = Field(0.25, ge=0, le=1)
-    nms_iou: float = Field(0.5, ge=0, le=1)
-    containment: float = Field(0.9, ge=0, le=1, description="|part ∩ parent| / |part| to link a part")
-    min_entity_fraction: float = Field(0.01, ge=0, le=1, description="entity mask share of the image")
-    max_part_fraction: float = Field(0.5, ge=0, le=1, description="part mask share of the image")
-    min_part_pixels: int = Field(512, ge=0, description="parts must cover more pixels than this")
-    max_artifacts: int = Field(3, ge=1)
-    max_phrases: int = Field(24, ge=1, description="cap on vocabulary phrases sent to grounding")
-    tool_shares: dict[ToolName, float] = Field(
-        default_factory=lambda: {"add": 0.25, "remove": 0.25, "distort": 0.25, "fuse": 0.25},
-        description="target share of each tool in the plan (type balancing)",
-    )
-    sam_multimask: bool = True
-    clip_masks_to_box: bool = Field(True, description="drop mask pixels outside the prompt box")
-
-
-# ------------------------------------------------------------------------------------------ tools
-class AddConfig(Strict):
-    """Anchors lie on a ring just outside the part: a cell whose L1 distance to the part's box centre
-    exceeds that of its nearest outermost part cell by at most ``ring_width``."""
-
-    min_in_bounds: float = Field(0.5, ge=0, le=1, description="skip shifts that keep less of the part")
-    shift_penalty: float = Field(0.05, ge=0, description="score / (1 + penalty * L1 shift length)")
-    ring_width: int = Field(2, ge=1, description="width (cells) of the anchor ring outside the part")
-
-
-class RemoveConfig(Strict):
-    ring_radius: int = Field(1, ge=1, description="Chebyshev radius of the reference ring (1: 8-neighbours)")
-    max_ring_radius: int = Field(1, ge=1, description="grow the ring up to this radius while it is all blocked")
-    min_background_share: float = Field(
-        0.5, ge=0, lt=1, description="use only ring cells outside every entity when they are more than this share")
-
-
-class DistortConfig(Strict):
-    kernels: list[Literal["permute", "jitter", "strips"]] = ["permute", "jitter", "strips"]
-    jitter_sigma_cells: float = Field(1.0, gt=0)
-    jitter_redraws: int = Field(10, ge=0, description="redraws of a jitter offset that leaves the grid or entity")
-    strip_shifts: list[int] = Field([0, 1, 3, -2, -3, -4], min_length=2,
-                                    description="cells each strip is rolled by, shuffled per part (the authors')")
-    targets: Literal["part", "moved"] = Field(
-        "part", description="'part': the whole part is the target and the label (the authors'); 'moved': only "
-                            "the cells that move")
-
-
-class FuseConfig(Strict):
-    min_overlap_cells: int = Field(5, ge=1)
-    max_containment: float = Field(0.7, ge=0, le=1)
-    band_radius: int = Field(2, ge=1, description="L1 radius (cells) of the band around the overlap")
-    seeds: int = Field(5, ge=1, description="farthest-point seeds splitting the band")
-    max_offset: int = Field(4, ge=1, description="largest L1 offset (cells) tried to fit a region in the other entity")
-
-
-class ToolsConfig(Strict):
-    add: AddConfig = AddConfig()
-    remove: RemoveConfig = RemoveConfig()
-    distort: DistortConfig = DistortConfig()
-    fuse: FuseConfig = FuseConfig()
-
-
-# -------------------------------------------------------------------------------------- injection
-class LayerRange(Strict):
-    """Blocks [start, stop) in the frame of a model with ``of`` blocks, rescaled to the real count.
-
-    The paper's schedule is written for FLUX.1-dev (19 double, 38 single blocks); a tiny model
-    with 4 single blocks maps single blocks 0-18 of 38 to 0-1 and 20-37 of 38 to 2-3.
-    """
-
-    start: int = Field(0, ge=0)
-    stop: int = Field(..., ge=0)
-    of: int = Field(..., ge=1)
-
-    def resolve(self, num_blocks: int) -> range:
-        lo = round(self.start * num_blocks / self.of)
-        hi = round(self.stop * num_blocks / self.of)
-        return range(min(lo, num_blocks), min(max(hi, lo), num_blocks))
-
-
-class InjectionConfig(Strict):
-    num_steps: int = Field(25, ge=1)
-    solver: Literal["euler", "fireflow"] = "euler"
-    guidance_invert: float = 1.0
-    guidance_denoise: float = 5.0
-    pe_steps: dict[ToolName, int] = Field(
-        default_factory=lambda: {"add": 25, "remove": 25, "distort": 15, "fuse": 15},
-        description="denoising steps with positional (RoPE) injection, per tool",
-    )
-    pe_double_blocks: LayerRange = LayerRange(start=0, stop=19, of=19)
-    pe_single_blocks: LayerRange = LayerRange(start=0, stop=19, of=38)
-    value_single_blocks: LayerRange = LayerRange(start=20, stop=38, of=38)
-    value_steps: int = Field(15, ge=0, description="denoising steps with value injection")
-    cached_value_rows: Literal["background", "all"] = Field(
-        "background", description="rows that take their cached V in value layers before targets read their "
-        "reference's: 'background' = image tokens that are not targets (the authors': text keeps its live V, "
-        "a target whose reference is a target takes its live V), 'all' = every token")
-    value_after_pe: Literal["own", "reference"] = Field(
-        "own", description="what a target reads in value layers once its positional steps have ended: 'own' its "
-        "own cached V (the authors': it leaves the injected set), 'reference' its reference's until value_steps end")
-    time_shift: bool = Field(True, description="resolution-dependent time shift of the schedule (off for schnell)")
-    dilation_cells: int = Field(1, ge=0, description="dilation of target cells for the change mask")
-    latent_paste: bool = Field(True, description="paste inverted latents outside the change mask every step")
-    cache_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where cached values live")
-    pin_memory: bool = True
-    max_sequence_length: int = Field(512, ge=1, description="T5 tokens of the prompt")
-
-
-# --------------------------------------------------------------------------------------- curation
-class CurationConfig(Strict):
-    lpips_min: float = Field(0.1, ge=0)
-    lpips_max: float = Field(0.5, ge=0)
-    lpips_measure: Literal["box_crop", "mask_mean"] = Field(
-        "box_crop", description="LPIPS of the crops at the part's tight box, target_bbox (the authors'; passes "
-                                "when lpips_min < LPIPS < lpips_max), or the spatial LPIPS map averaged over the "
-                                "change region")
-    lpips_min_crop: int = Field(64, ge=16, description="box crops with a shorter side are scaled up to it")
-    vlm_check_tools: list[ToolName] = ["add", "remove", "fuse"]
-    lpips_check_tools: list[ToolName] = ["distort"]
-    leak_tolerance: int = Field(0, ge=0, description="pixel value difference allowed outside the mask")
-    crop_margin: float = Field(0.0, ge=0, description="margin around an artifact's target crop (the authors': 0, "
-                                                      "tight)")
-    triplet_context: Literal["real", "artifact"] = Field(
-        "real", description="image 1 of the triplet: the original photo (the authors') or the artifact image, "
-                            "with the target cells blacked out")
-    triplet_in_region: bool = Field(False, description="also ask whether the flaw lies inside the crop (ours; "
-                                                       "the authors ask only whether it is visible)")
-    require_vlm_label: bool = Field(True, description="the VLM verdict must say the artifact is visible")
-    partial: bool = Field(False, description="accept images where only some artifacts pass (the failed ones "
-                                             "become ignore regions); default: all or nothing")
-    negative_explanations: bool = Field(True, description="accepted samples also get a VLM explanation of why "
-                                                          "the photo itself is flawless (the negatives' answer)")
-
-    @model_validator(mode="after")
-    def _window(self) -> CurationConfig:
-        if self.lpips_min >= self.lpips_max:
-            raise ValueError("lpips_min must be smaller than lpips_max")
-        unchecked = set(TOOLS) - set(self.vlm_check_tools) - set(self.lpips_check_tools)
-        if unchecked:
-            raise ValueError(f"every tool needs a check: add {sorted(unchecked)} to vlm_check_tools or lpips_check_tools")
         return self
 
 

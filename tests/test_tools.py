@@ -3,17 +3,18 @@
 import numpy as np
 import pytest
 
-from factory.config import PerceptionConfig, ToolsConfig
+from agents.settings import PerceptionConfig
 from tools.add import add_mapping
 from tools.distort import KERNELS, distort_mapping
 from tools.fuse import fuse_mapping
 from tools.grid import CELL, Grid, containment, dilate, l1_distance
 from tools.mapping import ArtifactMapping
-from tools.plan import Entity, Part, plan_artifacts
+from tools.plan import Entity, Part, ToolsConfig, plan_artifacts
 from tools.remove import remove_mapping
 
 GRID = Grid(12, 16)
 TOOLS = ToolsConfig()
+SHARES, MAX_ARTIFACTS = PerceptionConfig().tool_shares, PerceptionConfig().max_artifacts
 
 
 def rect(r0, r1, c0, c1, grid=GRID):
@@ -104,7 +105,7 @@ def test_plan_is_disjoint_balanced_and_deterministic():
     entities = [Entity("person", rect(1, 11, 1, 8)), Entity("person", rect(2, 11, 5, 14))]
     parts = [Part("hand", "peripheral", rect(8, 10, 2, 4), 0), Part("arm", "intermediate", rect(3, 6, 2, 7), 0),
              Part("ear", "peripheral", rect(2, 4, 11, 13), 1), Part("leg", "intermediate", rect(7, 11, 10, 13), 1)]
-    plans = [plan_artifacts(entities, parts, GRID, TOOLS, PerceptionConfig(), seed=s) for s in range(6)]
+    plans = [plan_artifacts(entities, parts, GRID, TOOLS, SHARES, MAX_ARTIFACTS, seed=s) for s in range(6)]
     for plan in plans:
         assert 1 <= len(plan) <= 3
         used: set[int] = set()
@@ -112,7 +113,7 @@ def test_plan_is_disjoint_balanced_and_deterministic():
             assert not m.cells_used() & used
             used |= m.cells_used()
         assert len({m.tool for m in plan}) == len(plan)  # balanced: no tool twice while others wait
-    again = plan_artifacts(entities, parts, GRID, TOOLS, PerceptionConfig(), seed=0)
+    again = plan_artifacts(entities, parts, GRID, TOOLS, SHARES, MAX_ARTIFACTS, seed=0)
     assert [m.to_dict() for m in again] == [m.to_dict() for m in plans[0]]
 
 

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 
 from tools.grid import Grid, dilate
 from tools.mapping import ArtifactMapping, drop_identity_and_out_of_bounds
+from tools.settings import Strict
+
+
+class AddConfig(Strict):
+    """Anchors lie on a ring just outside the part: a cell whose L1 distance to the part's box centre
+    exceeds that of its nearest outermost part cell by at most ``ring_width``."""
+
+    min_in_bounds: float = Field(0.5, ge=0, le=1, description="skip shifts that keep less of the part")
+    shift_penalty: float = Field(0.05, ge=0, description="score / (1 + penalty * L1 shift length)")
+    ring_width: int = Field(2, ge=1, description="width (cells) of the anchor ring outside the part")
 
 
 def box_centre(rows: np.ndarray, cols: np.ndarray) -> tuple[int, int]:

@@ -18,10 +18,25 @@ label, unmoved cells included (identity pairs); ``targets: moved`` keeps only th
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
+from pydantic import Field
 
 from tools.grid import Grid
 from tools.mapping import ArtifactMapping
+from tools.settings import Strict
+
+
+class DistortConfig(Strict):
+    kernels: list[Literal["permute", "jitter", "strips"]] = ["permute", "jitter", "strips"]
+    jitter_sigma_cells: float = Field(1.0, gt=0)
+    jitter_redraws: int = Field(10, ge=0, description="redraws of a jitter offset that leaves the grid or entity")
+    strip_shifts: list[int] = Field([0, 1, 3, -2, -3, -4], min_length=2,
+                                    description="cells each strip is rolled by, shuffled per part (the authors')")
+    targets: Literal["part", "moved"] = Field(
+        "part", description="'part': the whole part is the target and the label (the authors'); 'moved': only "
+                            "the cells that move")
 
 KERNELS = ("permute", "jitter", "strips")
 RETRIES = 8  # whole-kernel redraws while nothing moves

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 
 from tools.grid import Grid, containment, l1_distance
 from tools.mapping import ArtifactMapping
+from tools.settings import Strict
+
+
+class FuseConfig(Strict):
+    min_overlap_cells: int = Field(5, ge=1)
+    max_containment: float = Field(0.7, ge=0, le=1)
+    band_radius: int = Field(2, ge=1, description="L1 radius (cells) of the band around the overlap")
+    seeds: int = Field(5, ge=1, description="farthest-point seeds splitting the band")
+    max_offset: int = Field(4, ge=1, description="largest L1 offset (cells) tried to fit a region in the other entity")
 
 
 def fusable(a: np.ndarray, b: np.ndarray, config) -> bool:

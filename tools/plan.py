@@ -13,12 +13,20 @@ from typing import Literal
 
 import numpy as np
 
-from tools.add import add_mapping
-from tools.distort import distort_mapping
-from tools.fuse import best_fuse_partner, fuse_mapping
+from tools.add import AddConfig, add_mapping
+from tools.distort import DistortConfig, distort_mapping
+from tools.fuse import FuseConfig, best_fuse_partner, fuse_mapping
 from tools.grid import Grid
 from tools.mapping import ArtifactMapping
-from tools.remove import remove_mapping
+from tools.remove import RemoveConfig, remove_mapping
+from tools.settings import Strict
+
+
+class ToolsConfig(Strict):
+    add: AddConfig = AddConfig()
+    remove: RemoveConfig = RemoveConfig()
+    distort: DistortConfig = DistortConfig()
+    fuse: FuseConfig = FuseConfig()
 
 
 @dataclass
@@ -35,7 +43,7 @@ class Part:
     parent: int  # index into the entities
 
 
-def _candidates(entities: list[Entity], parts: list[Part], tools_config, rng) -> list[tuple[str, int]]:
+def _candidates(entities: list[Entity], parts: list[Part], tools_config: ToolsConfig, rng) -> list[tuple[str, int]]:
     out: list[tuple[str, int]] = []
     for i, part in enumerate(parts):
         out += [("add", i), ("remove", i)] if part.kind == "peripheral" else [("distort", i)]
@@ -45,7 +53,7 @@ def _candidates(entities: list[Entity], parts: list[Part], tools_config, rng) ->
     return [out[k] for k in rng.permutation(len(out))]
 
 
-def _realise(tool: str, index: int, entities: list[Entity], parts: list[Part], grid: Grid, tools_config,
+def _realise(tool: str, index: int, entities: list[Entity], parts: list[Part], grid: Grid, tools_config: ToolsConfig,
              seed: int) -> ArtifactMapping | None:
     if tool == "fuse":
         masks = [e.cells for e in entities]
@@ -66,15 +74,15 @@ def _realise(tool: str, index: int, entities: list[Entity], parts: list[Part], g
                            entity=parent.label, subentity=part.label)
 
 
-def plan_artifacts(entities: list[Entity], parts: list[Part], grid: Grid, tools_config, perception_config,
-                   seed: int) -> list[ArtifactMapping]:
+def plan_artifacts(entities: list[Entity], parts: list[Part], grid: Grid, tools_config: ToolsConfig,
+                   shares: dict[str, float], max_artifacts: int, seed: int) -> list[ArtifactMapping]:
+    """Up to ``max_artifacts`` disjoint artifacts; ``shares`` is each tool's target share of the plan."""
     rng = np.random.default_rng(seed)
     pool = _candidates(entities, parts, tools_config, rng)
-    shares = perception_config.tool_shares
     counts = {tool: 0 for tool in shares}
     used: set[int] = set()
     chosen: list[ArtifactMapping] = []
-    while pool and len(chosen) < perception_config.max_artifacts:
+    while pool and len(chosen) < max_artifacts:
         total = len(chosen)
 
         def weight(candidate: tuple[str, int]) -> float:

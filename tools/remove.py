@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 
 from tools.grid import Grid, dilate
 from tools.mapping import ArtifactMapping
+from tools.settings import Strict
+
+
+class RemoveConfig(Strict):
+    ring_radius: int = Field(1, ge=1, description="Chebyshev radius of the reference ring (1: 8-neighbours)")
+    max_ring_radius: int = Field(1, ge=1, description="grow the ring up to this radius while it is all blocked")
+    min_background_share: float = Field(
+        0.5, ge=0, lt=1, description="use only ring cells outside every entity when they are more than this share")
 
 
 def reference_ring(part: np.ndarray, foreground: np.ndarray, same_class: list[np.ndarray], config) -> np.ndarray:

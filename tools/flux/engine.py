@@ -37,6 +37,7 @@ import torch
 
 from tools.flux.latents import image_ids, pack, shifted_sigmas, unpack  # noqa: F401  (re-exported)
 from tools.flux.processor import InjectionProcessor, InjectionState, release_ended_targets
+from tools.flux.settings import InjectionConfig
 from tools.flux.text import encode_captions
 from tools.grid import Grid
 
@@ -70,7 +71,7 @@ class PreparedState:
 class FluxEngine:
     """Holds the FLUX modules with our processors installed; ``run`` synthesises a batch."""
 
-    def __init__(self, components, injection, device: torch.device | str = "cpu", dtype=torch.float32):
+    def __init__(self, components, injection: InjectionConfig, device: torch.device | str = "cpu", dtype=torch.float32):
         self.c = components
         self.cfg = injection
         self.device, self.dtype = torch.device(device), dtype

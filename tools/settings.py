@@ -1,0 +1,23 @@
+"""The base of every settings section (strict pydantic models) and the artifact tools' names.
+
+Each tool, agent and the engine declares the typed settings it reads next to its code
+(``tools.add.AddConfig``, ``tools.flux.settings.InjectionConfig``, ``agents.settings``);
+``factory.config`` composes them into a job's config.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from shards.record import ARTIFACT_TOOLS
+
+ToolName = Literal["add", "remove", "distort", "fuse"]
+TOOLS: tuple[ToolName, ...] = ARTIFACT_TOOLS  # type: ignore[assignment]
+
+
+class Strict(BaseModel):
+    """Base for every settings section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
