@@ -15,7 +15,7 @@ seeds) the same answer, so perceiving a photo costs the same for one seed as for
 from __future__ import annotations
 
 import copy
-from typing import Literal, Protocol
+from typing import Callable, Literal, Protocol
 
 import numpy as np
 from PIL import Image
@@ -58,12 +58,14 @@ class Step(Protocol):
     def __call__(self, samples: list[Sample], pixels: Pixels) -> None: ...
 
 
-def run_steps(steps: list[Step], samples: list[Sample], pixels: Pixels | None = None) -> list[Sample]:
-    """Each step in order on the samples it applies to after the previous one; returns ``samples``."""
-    pixels = pixels or Pixels()
+def run_steps(steps: list[Step], samples: list[Sample], pixels: Pixels | None = None,
+              call: Callable[[Step, list[Sample], Pixels], None] | None = None) -> list[Sample]:
+    """Each step in order on the samples it applies to after the previous one; returns ``samples``.
+    ``call`` runs one step on its samples (default ``call_step``; a pool adds its failure handling)."""
+    pixels, call = pixels or Pixels(), call or call_step
     for step in steps:
         if batch := applicable(step, samples):
-            call_step(step, batch, pixels)
+            call(step, batch, pixels)
     return samples
 
 

@@ -3,8 +3,9 @@
     decode → [perception: describe → ground + segment → plan] → [synthesis: synthesize]
            → [curation: pixel checks → verdicts → explain]
 
-``decode_sources`` is fused into the perception actors (it asks for their resources); each bracket is one actor pool (``PoolStage``) that loads
-its steps' models once per actor and gives each step only the config sections it reads. The VLM is
+``decode_sources`` is fused into the perception actors (it asks for their resources); each bracket is
+one actor pool (``PoolStage``) that loads its steps' models once per actor and runs its step list
+(``factory.steps``), which gives each step only the config sections it reads. The VLM is
 the run's shared service (``factory.vlm_service``), passed in by the driver.
 
 Each stage maps a ``pyarrow`` batch in the transport schema (``shards.schema.TRANSPORT_SCHEMA``) to a
@@ -15,7 +16,7 @@ with its outcome and resume can key on ``sample_id``. Outcomes are kept apart by
   reason — a final answer, committed like an accepted row;
 * the *infrastructure* (a VLM server down after its retries, CUDA out of memory at batch size 1,
   any unexpected exception — a bug): the stage marks the batch's samples ``failed`` with the
-  traceback. The driver never commits a failed sample; it retries it in a later round and stops
+  traceback. The driver never commits a failed sample; it retries it in a new stream and stops
   the job when a stage keeps failing. CUDA out-of-memory first halves the batch and retries.
 
 A crashed actor process is restarted by Ray Data (unlimited restarts and task retries by default).
@@ -27,11 +28,12 @@ import dataclasses
 import hashlib
 import logging
 import time
+
 import numpy as np
 import pyarrow as pa
 import torch
 
-from agents.step import Pixels, Step, applicable, call_step, photo_key
+from agents.step import Pixels, Step, call_step, photo_key, run_steps
 from factory.config import Config
 from factory.vlm_service import VLMClient, connect_vlm
 from shards.images import encode_png
@@ -111,10 +113,7 @@ class PoolStage:
         samples = table_to_samples(batch)
         pending = [s for s in samples if s.is_pending]
         start = time.perf_counter()
-        pixels = Pixels()
-        for step in self.steps:
-            if todo := applicable(step, pending):
-                self.run_step(step, todo, pixels)
+        run_steps(self.steps, pending, Pixels(), call=self.run_step)
         per_sample = (time.perf_counter() - start) / max(len(pending), 1)
         for s in pending:
             s.provenance.setdefault("timings", {})[self.name] = per_sample
@@ -161,22 +160,9 @@ class PerceptionStage(PoolStage):
     name = "perception"
 
     def build(self, config: Config, vlm: VLMClient | None) -> list[Step]:
-        from agents.describe import Describe
-        from agents.ground import GroundAndSegment
-        from agents.planner import PlanArtifacts
-        from factory.models.perception import load_grounding, load_segmentation
+        from factory.steps import load_perception_models, perception_steps
 
-        steps: list[Step] = [
-            Describe(connect_vlm(config, vlm), config.perception.max_phrases),
-            GroundAndSegment(load_grounding(config.models), load_segmentation(config.models), config.perception)]
-        if config.factory.synthesis.text_encoders_in == "perception":
-            from agents.encode_prompt import EncodePrompt
-            from factory.models.common import resolve_dtype
-            from factory.models.flux import load_flux
-
-            steps.append(EncodePrompt(load_flux(config.models, image=False), config.injection.max_sequence_length,
-                                      resolve_dtype(config.models)))
-        return [*steps, PlanArtifacts(config.perception, config.tools)]
+        return perception_steps(config, load_perception_models(config, connect_vlm(config, vlm)))
 
 
 class SynthesisStage(PoolStage):
@@ -186,14 +172,14 @@ class SynthesisStage(PoolStage):
     name = "synthesis"
 
     def build(self, config: Config, vlm: VLMClient | None) -> list[Step]:
-        from agents.synthesis import Synthesize
         from factory.models.flux import float8_transformer, load_flux
+        from factory.steps import synthesis_steps
 
         run = config.factory.synthesis
         components = load_flux(config.models, text=run.text_encoders_in == "synthesis")
         if run.fp8:
             float8_transformer(components.transformer)
-        step = Synthesize(components, config.injection)
+        [step] = steps = synthesis_steps(config, components)
         if run.compile == "always" or (run.compile == "on_cuda" and step.engine.device.type == "cuda"):
             step.engine.forward = torch.compile(components.transformer.forward, backend=run.compile_backend)
             if run.warmup:  # compile now, on a blank photo of the largest size, not on the first sample
@@ -202,7 +188,7 @@ class SynthesisStage(PoolStage):
                 peak = step.warm_up(side, side, config.factory.seeds_together)
                 log.info("synthesis warm-up (%d×%d, %d plans, compiled): %.1f s, %.2f GiB peak", side, side,
                          config.factory.seeds_together, time.perf_counter() - start, peak / 2**30)
-        return [step]
+        return steps
 
 
 class CurationStage(PoolStage):
@@ -211,15 +197,9 @@ class CurationStage(PoolStage):
     name = "curation"
 
     def build(self, config: Config, vlm: VLMClient | None) -> list[Step]:
-        from agents.explain import Explain
-        from agents.pixel_checks import PixelChecks
-        from agents.verdicts import Verdicts
-        from factory.models.lpips import load_lpips
+        from factory.steps import curation_steps, load_curation_models
 
-        service = connect_vlm(config, vlm)
-        return [PixelChecks(load_lpips(config.models), config.curation),
-                Verdicts(service, config.curation),
-                Explain(service, config.curation)]
+        return curation_steps(config, load_curation_models(config, connect_vlm(config, vlm)))
 
 
 # The factory top to bottom: decode (``decode_sources``, tasks), then these actor pools in order.

@@ -11,11 +11,10 @@ from PIL import Image
 from skimage import data
 
 from agents.crops import region_bbox, triplet_images
-from agents.describe import Describe
 from agents.explain import Explain
-from agents.ground import GroundAndSegment, phrase_spans
+from agents.ground import phrase_spans
 from agents.pixel_checks import PixelChecks, box_lpips, masked_lpips
-from agents.planner import PlanArtifacts, link_parts
+from agents.planner import link_parts
 from agents.step import run_steps
 from agents.verdicts import Verdicts
 from agents.vlm import VLMResult
@@ -23,6 +22,7 @@ from factory.config import load_config
 from factory.models.lpips import load_lpips
 from factory.models.perception import load_grounding, load_segmentation
 from factory.models.vlm import load_vlm
+from factory.steps import CurationModels, PerceptionModels, curation_steps, perception_steps
 from factory.sources import decode_source, list_sources, prepare_image, read_bytes
 from shards.images import decode_mask, encode_png, encode_rle
 from shards.record import Artifact, Sample
@@ -64,22 +64,20 @@ def _samples(config, n=6):
     return out
 
 
-def perception_steps(config, vlm):
-    """The perception pool's steps, as ``factory.stages.PerceptionStage`` builds them."""
-    return [Describe(vlm, config.perception.max_phrases),
-            GroundAndSegment(load_grounding(config.models), load_segmentation(config.models), config.perception),
-            PlanArtifacts(config.perception, config.tools)]
+def perception_pool_steps(config, vlm):
+    """The perception pool's steps (``factory.steps``) with ``vlm``."""
+    return perception_steps(config, PerceptionModels(vlm, load_grounding(config.models),
+                                                     load_segmentation(config.models)))
 
 
-def curation_steps(vlm, config):
-    """The curation pool's steps, as ``factory.stages.CurationStage`` builds them (tiny LPIPS)."""
-    return [PixelChecks(load_lpips(load_config("tiny").models), config.curation),
-            Verdicts(vlm, config.curation), Explain(vlm, config.curation)]
+def curation_pool_steps(vlm, config):
+    """The curation pool's steps (``factory.steps``) with ``vlm`` and the tiny LPIPS."""
+    return curation_steps(config, CurationModels(load_lpips(load_config("tiny").models), vlm))
 
 
 def test_perception_end_to_end_is_deterministic_and_round_trips(tiny):
     config, vlm = tiny
-    steps = perception_steps(config, vlm)
+    steps = perception_pool_steps(config, vlm)
     first = run_steps(steps, _samples(config))
     second = run_steps(steps, _samples(config))
     assert first == second
@@ -243,7 +241,7 @@ def _synthetic_sample(leak=False):
 def test_curation_labels_mask_per_artifact(partial, visible, lpips_window, expect):
     config = load_config("flux-dev", overrides={"curation.lpips_min": lpips_window[0],
                                                 "curation.lpips_max": lpips_window[1], "curation.partial": partial})
-    [sample] = run_steps(curation_steps(ScriptedVLM(visible), config), [_synthetic_sample()])
+    [sample] = run_steps(curation_pool_steps(ScriptedVLM(visible), config), [_synthetic_sample()])
     assert sample.status == expect[0]
     values = set(np.unique(decode_mask(sample.mask)).tolist()) - {0}
     assert values == expect[1]
@@ -256,13 +254,13 @@ def test_curation_labels_mask_per_artifact(partial, visible, lpips_window, expec
 
 
 def test_curation_rejects_background_leaks():
-    [sample] = run_steps(curation_steps(ScriptedVLM(True), load_config("tiny")), [_synthetic_sample(leak=True)])
+    [sample] = run_steps(curation_pool_steps(ScriptedVLM(True), load_config("tiny")), [_synthetic_sample(leak=True)])
     assert sample.is_rejected and sample.reject_reason.startswith("background_leak")
 
 
 def test_curation_with_the_tiny_vlm(tiny):
     config, vlm = tiny
-    [sample] = run_steps(curation_steps(vlm, config), [_synthetic_sample()])
+    [sample] = run_steps(curation_pool_steps(vlm, config), [_synthetic_sample()])
     assert all(a.vlm_verdict for a in sample.artifacts if a.tool == "add")  # the VLM judged every add
     assert sample.status == "accepted" or sample.reject_reason.split(":")[0] in ("artifact_rejected",
                                                                                   "no_accepted_artifact")

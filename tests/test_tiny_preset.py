@@ -14,12 +14,7 @@ from PIL import Image
 from skimage import data
 
 from agents import prompts
-from agents.describe import Describe
-from agents.ground import GroundAndSegment
-from agents.pixel_checks import PixelChecks
-from agents.planner import PlanArtifacts
 from agents.step import run_steps
-from agents.verdicts import Verdicts
 from agents.vlm import VLMRequest
 from agents.vlm.scripted_backend import LEXICON, ROLES, ScriptedBackend
 from factory.config import TOOLS, load_config
@@ -27,6 +22,7 @@ from factory.models.lpips import load_lpips
 from factory.models.perception import TINY_VOCABULARY, load_grounding, load_segmentation
 from factory.models.vlm import load_vlm
 from factory.sources import SAMPLE_PHOTOS, prepare_image
+from factory.steps import CurationModels, PerceptionModels, curation_steps, perception_steps
 from shards.images import encode_png
 from shards.reader import iter_samples
 from shards.record import Sample
@@ -111,9 +107,8 @@ def _tiny_samples(config, names, seeds) -> list[Sample]:
 def test_tiny_layout_plans_all_four_tools_under_the_real_perception_thresholds():
     config = load_config("tiny")
     assert config.perception == load_config("flux-dev").perception  # no tiny-only perception overrides
-    steps = [Describe(load_vlm(config.models), config.perception.max_phrases),
-             GroundAndSegment(load_grounding(config.models), load_segmentation(config.models), config.perception),
-             PlanArtifacts(config.perception, config.tools)]
+    steps = perception_steps(config, PerceptionModels(load_vlm(config.models), load_grounding(config.models),
+                                                     load_segmentation(config.models)))
     samples = run_steps(steps, _tiny_samples(config, SAMPLE_PHOTOS, seeds=(11, 12, 13)))
     tools = Counter(a.tool for s in samples for a in s.artifacts)
     assert set(tools) == set(TOOLS), tools
@@ -178,7 +173,7 @@ def test_tiny_path_verdicts_survive_a_one_grey_level_perturbation_of_every_pixel
     same on images with every value moved by ±1: they do not hinge on the last bits of the arithmetic, so
     another CPU's float rounding cannot change which rows a run accepts."""
     config = load_config("tiny")
-    steps = [PixelChecks(load_lpips(config.models), config.curation), Verdicts(load_vlm(config.models), config.curation)]
+    steps = curation_steps(config, CurationModels(load_lpips(config.models), load_vlm(config.models)))
     curated = [s for s in iter_samples(samples_run) if s.image]
     assert len(curated) >= 16
     rng = np.random.default_rng(0)
