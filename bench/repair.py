@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from detector.data import DataConfig, iter_sample_examples
-from detector.metrics import pixel_counts, pooled_from_counts
+from detector.metrics.on_shards import pixel_counts, pooled_from_counts
 from detector.repair import RepairSettings, load_repairer
 from tools.grid import Grid
 

@@ -1,7 +1,10 @@
-"""The bundled artifact detector (README, "Detector"); depends on ``shards`` only.
+"""The bundled artifact detector (README, "Detector"): it reads the factory's shards (``shards``).
 
-``metrics`` (the field's metric families), ``model`` (``ArtifactDetector``, ``DetectorConfig``,
-``save_detector``/``load_detector``), ``data`` (shards → examples, split by source, augmentation),
-``train`` (Ray Train), ``eval`` (metrics + trivial baselines), ``predict`` (mask, boxes, overlay),
-``vlm_eval`` (scores a VLM fine-tuned on ``shards.export``'s LLaMA-Factory data).
+``data`` (shards → examples, split by source, augmentation), ``model`` (``ArtifactDetector``,
+``DetectorConfig``, ``save_detector``/``load_detector``), ``train`` (Ray Train), ``eval`` (metrics +
+trivial baselines), ``predict`` (mask, boxes, overlay), ``rank`` (best of N), ``repair`` (the FLUX
+engine re-synthesises what the detector finds; it loads FLUX through ``factory.models``), ``vlm_eval``
+and ``vlm_replies`` (a VLM fine-tuned on ``shards.export``'s LLaMA-Factory data). Two rooms:
+``metrics/`` (each benchmark family's metric definitions) and ``benchmarks/`` (readers of the public
+benchmarks' own files and the scorers that run a detector or a VLM's replies on them).
 """

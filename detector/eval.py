@@ -1,5 +1,5 @@
 """Evaluate a detector on shards with every metric family of ``detector.metrics``, next to trivial baselines,
-or on a public benchmark's own files (``--benchmark``, ``detector.eval_benchmarks``).
+or on a public benchmark's own files (``--benchmark``, ``detector.benchmarks.detector_scores``).
 
 ``python -m detector.eval --shards DIR [DIR ...] --checkpoint CKPT --out metrics.json [--split val|all]``
 ``python -m detector.eval --benchmark {xaigd,synthscars,artifactbench} --data DIR --checkpoint CKPT --out m.json``
@@ -16,7 +16,7 @@ is in its name and in the report's ``image_sets`` (``detector.metrics.IMAGE_SETS
 metrics cover every image, per-image pixel metrics the images with artifacts (as LEGION's benchmark,
 whose images all have them) unless suffixed ``_all_images``, box metrics the images with boxes.
 
-X-AIGD's category-specific metrics (``detector.metrics_xaigd_instances``) use each accepted artifact's
+X-AIGD's category-specific metrics (``detector.metrics.xaigd_instances``) use each accepted artifact's
 category (``shards.taxonomy.artifact_category``; mask value k = artifact k, 1-based, 255 = ignore):
 ``xaigd_fine_grained`` (IoU, PixP, PixR, PixF1 per category) and ``xaigd_instance`` (P@t, R@t, F1@t per
 category and ``--xaigd-overlap-threshold``), counts pooled over every image, clean ones included. The
@@ -44,11 +44,11 @@ import numpy as np
 import torch
 
 from detector.data import DataConfig, Example, Split, iter_sample_examples
-from detector.eval_benchmarks import BENCHMARKS, category_rule, evaluate_benchmark, type_scores
-from detector.metrics import (IGNORE, IMAGE_SETS, PixelCounts, PixelRanks, box_f1, image_level, mask_to_boxes,
+from detector.benchmarks.detector_scores import BENCHMARKS, category_rule, evaluate_benchmark, type_scores
+from detector.metrics.on_shards import (IGNORE, IMAGE_SETS, PixelCounts, PixelRanks, box_f1, image_level, mask_to_boxes,
                               per_image_from_counts, pixel_counts, pooled_from_counts)
-from detector.metrics_xaigd import ARTIFACT, CATEGORIES, TRANSFORMS
-from detector.metrics_xaigd_instances import Instances, XaigdCategoryTally, gt_instances, submitted_categories
+from detector.metrics.xaigd import ARTIFACT, CATEGORIES, TRANSFORMS
+from detector.metrics.xaigd_instances import Instances, XaigdCategoryTally, gt_instances, submitted_categories
 from detector.model import load_detector
 from detector.predict import infer
 from shards.images import decode_mask

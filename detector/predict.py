@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageOps
 
 from detector.data import to_pixels
-from detector.metrics import mask_to_boxes
+from detector.metrics.on_shards import mask_to_boxes
 from detector.model import TYPE_NAMES, ArtifactDetector, load_detector
 from shards.record import ARTIFACT_TOOLS as ARTIFACT_TYPES
 

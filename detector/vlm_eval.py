@@ -3,13 +3,13 @@ or on a public benchmark's own files.
 
 ``python -m detector.vlm_eval --predictions generated_predictions.jsonl --out m.json [--css-model DIR]``
 ``python -m detector.vlm_eval --benchmark {artifactbench,synthscars,xaigd} --data DIR --predictions replies.jsonl
---out m.json [--css-model DIR]`` (``detector.vlm_benchmarks``)
+--out m.json [--css-model DIR]`` (``detector.benchmarks.vlm_scores``)
 
 Without ``--benchmark`` the input is LLaMA-Factory's ``generated_predictions.jsonl`` for the export
 (``shards.export``): one JSON object per line with the model's reply (``predict``) and the reference
 reply (``label``), both parsed by ``detector.vlm_replies`` (boxes truncated to integers, empty boxes and
 malformed items dropped; the export's images are not read, so boxes are not clipped). They are scored
-as ArtifactBench does (``detector.metrics_artifactbench``): detection (accuracy, P / R / F1 of "has
+as ArtifactBench does (``detector.metrics.artifactbench``): detection (accuracy, P / R / F1 of "has
 artifacts") over every reply; localisation (mean best IoU, greedy ground-truth-order P / R / F1 at
 IoU ≥ 0.5) over replies whose reference has artifacts; ROUGE-L (``rouge-score``, stemmed) and, with
 ``--css-model``, CSS (sentence-transformers) of the global explanation over every reply and of the
@@ -31,11 +31,12 @@ from pathlib import Path
 
 import torch
 
-from detector.benchmarks import XAIGD_SPLIT, BadInputs
+from detector.benchmarks.common import BadInputs
+from detector.benchmarks.xaigd import XAIGD_SPLIT
 from detector.eval import write_report
-from detector.metrics_artifactbench import Sample, TextScorer, score
-from detector.metrics_xaigd import TRANSFORMS
-from detector.vlm_benchmarks import ReplyTally, score_benchmark
+from detector.metrics.artifactbench import Sample, TextScorer, score
+from detector.metrics.xaigd import TRANSFORMS
+from detector.benchmarks.vlm_scores import ReplyTally, score_benchmark
 
 BENCHMARKS = ("artifactbench", "synthscars", "xaigd")
 

@@ -13,12 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from detector.benchmarks import BadInputs, iter_legion, iter_xaigd
-from detector.benchmarks_artifactbench import iter_artifactbench
+from detector.benchmarks.common import BadInputs
+from detector.benchmarks.legion import iter_legion
+from detector.benchmarks.xaigd import iter_xaigd
+from detector.benchmarks.artifactbench import iter_artifactbench
 from detector.eval import main as eval_main
-from detector.metrics_legion import scores_from_counts
-from detector.metrics_xaigd import polygon_mask, transform_mask
-from detector.vlm_benchmarks import replies_by_id
+from detector.metrics.legion import scores_from_counts
+from detector.metrics.xaigd import polygon_mask, transform_mask
+from detector.benchmarks.vlm_scores import replies_by_id
 from detector.vlm_eval import main as vlm_main
 
 SQUARE = [[1, 1], [3, 1], [3, 3], [1, 3]]  # filled inclusively: the 3 × 3 pixels at rows / columns 1..3

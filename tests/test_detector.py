@@ -19,7 +19,7 @@ from detector import eval as detector_eval
 from detector.data import DataConfig, augment_batch, iter_examples, stored_side, to_pixels, transform
 from detector.model import (TYPE_NAMES, ArtifactDetector, BackboneNotFoundError, DetectorConfig,
                             attention_alignment_loss, load_detector, save_detector)
-from detector.metrics import box_f1, mask_to_boxes, pixel_per_image, pixel_pooled
+from detector.metrics.on_shards import box_f1, mask_to_boxes, pixel_per_image, pixel_pooled
 from detector.predict import infer
 from detector.predict import main as predict_main
 from detector.train import STATE_FILE, TRAIN_ADAPTER, TrainConfig, augmentation_seed

@@ -11,10 +11,10 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, f1_score, 
                              recall_score)
 from torchmetrics.classification import BinaryF1Score, BinaryJaccardIndex
 
-from detector import metrics_artifactbench as ab
-from detector import metrics_legion as legion
-from detector import metrics_xaigd as xaigd
-from detector.metrics import box_f1, image_level, mask_to_boxes, per_image_from_counts, pixel_per_image, pixel_pooled
+from detector.metrics import artifactbench as ab
+from detector.metrics import legion
+from detector.metrics import xaigd
+from detector.metrics.on_shards import box_f1, image_level, mask_to_boxes, per_image_from_counts, pixel_per_image, pixel_pooled
 
 RNG = np.random.default_rng(0)
 
@@ -242,7 +242,7 @@ def test_artifactbench_rouge_l_stems_and_explanations_average_as_the_authors_do(
 def test_pixel_auroc_streamed_from_histograms_equals_scikit_learn():
     from sklearn.metrics import roc_auc_score
 
-    from detector.metrics import PixelRanks
+    from detector.metrics.on_shards import PixelRanks
     rng = np.random.default_rng(0)
     ranks, scores, labels = PixelRanks(), [], []
     for _ in range(4):

@@ -1,4 +1,4 @@
-"""X-AIGD's category-specific metrics (``detector.metrics_xaigd_instances``): hand-counted cases, the cases of the
+"""X-AIGD's category-specific metrics (``detector.metrics.xaigd_instances``): hand-counted cases, the cases of the
 official repository's own tests (Coxy7/X-AIGD ``metrics/tests/test_metrics.py``) with its values, a literal
 re-reading of its instance rule on random inputs, and the per-category numbers of ``detector.eval`` on a shard."""
 
@@ -9,8 +9,8 @@ import pytest
 
 from detector.eval import category_map, category_truth
 from detector.eval import main as eval_main
-from detector.metrics_xaigd import CATEGORIES
-from detector.metrics_xaigd_instances import (XaigdCategoryTally, category_masks, gt_instances, instance_counts,
+from detector.metrics.xaigd import CATEGORIES
+from detector.metrics.xaigd_instances import (XaigdCategoryTally, category_masks, gt_instances, instance_counts,
                                               submitted_categories, threshold_label, valid_box)
 from shards.images import encode_png
 from shards.record import Artifact, Sample

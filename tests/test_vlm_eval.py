@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from detector.metrics_artifactbench import TextScorer, load_css_model
+from detector.metrics.artifactbench import TextScorer, load_css_model
 from detector.vlm_eval import main
 from detector.vlm_replies import parse_reply
 from shards.export import NO_ARTIFACTS, data_file

@@ -5,14 +5,14 @@ ignore, excluded from every pixel count (the benchmarks have no ignore label; wi
 equal theirs). Boxes are [x0, y0, x1, y1] with exclusive ends. Which images each number averages
 over is part of its name or of ``IMAGE_SETS``:
 
-* image level — X-AIGD (``detector.metrics_xaigd``): balanced accuracy, P / R / F1 of the artifact class;
+* image level — X-AIGD (``detector.metrics.xaigd``): balanced accuracy, P / R / F1 of the artifact class;
 * pooled pixel — X-AIGD: TP / FP / FN summed over every image, then IoU, PixP, PixR, PixF1;
-* per-image pixel — LEGION (``detector.metrics_legion``): mIoU of background and artifact with its
+* per-image pixel — LEGION (``detector.metrics.legion``): mIoU of background and artifact with its
   1e-6 rule and pixel F1, averaged over **images with artifact pixels**; ``*_all_images`` over every image;
 * pixel ranking — ``pixel_auroc``: the chance that a random artifact pixel scores above a random clean
   pixel (pooled over every image, ties half), from probability histograms (``PixelRanks``), so it
   needs no threshold and streams; a constant or random predictor scores 0.5;
-* boxes — ArtifactBench (``detector.metrics_artifactbench``): per image mean best IoU and greedy
+* boxes — ArtifactBench (``detector.metrics.artifactbench``): per image mean best IoU and greedy
   ground-truth-order P / R / F1 at IoU ≥ 0.5, averaged over **images with ground-truth boxes**.
 """
 
@@ -23,9 +23,9 @@ from typing import Iterable
 import numpy as np
 from scipy import ndimage
 
-from detector.metrics_artifactbench import localize
-from detector.metrics_legion import scores_from_counts
-from detector.metrics_xaigd import xaigd_image_level
+from detector.metrics.artifactbench import localize
+from detector.metrics.legion import scores_from_counts
+from detector.metrics.xaigd import xaigd_image_level
 from shards.record import MASK_IGNORE as IGNORE
 
 IMAGE_SETS = {

@@ -8,7 +8,7 @@ thresholded (``--threshold``), its image score likewise; boxes are the mask's co
 * ``xaigd`` — X-AIGD category-agnostic pixel metrics (IoU, PixP, PixR, PixF1 pooled over every image,
   overall and per generator) after X-AIGD's mask transform (``--xaigd-transform``), and image-level
   balanced accuracy / P / R / F1 (every labelled row is AI-generated, so only recall is informative);
-  per category (``detector.metrics_xaigd_instances``): fine-grained pixel metrics (after the same
+  per category (``detector.metrics.xaigd_instances``): fine-grained pixel metrics (after the same
   transform) and instance-level P@t / R@t / F1@t at the image's own size for each
   ``--xaigd-overlap-threshold``, both overall and per generator. The predicted mask and its boxes are
   submitted under ``submitted_categories``: a category-agnostic detector's under every category (X-AIGD
@@ -16,7 +16,7 @@ thresholded (``--threshold``), its image score likewise; boxes are the mask's co
 * ``synthscars`` — LEGION's per-image mIoU, mIoU without background, F1 and IoU, averaged over every image;
 * ``artifactbench`` — ArtifactBench detection over every image and localisation over images with artifacts;
   an image scored "no artifacts" (image score ≤ ``--threshold``) submits no boxes, as ArtiAgent's
-  evaluation gives a reply saying so none (``detector.benchmarks_artifactbench`` reads either layout).
+  evaluation gives a reply saying so none (``detector.benchmarks.artifactbench`` reads either layout).
 
 Inputs that cannot be evaluated (unreadable file or image, missing image, missing or mis-sized mask,
 malformed polygon or box, unknown category) are skipped and counted under ``bad_inputs``; they never stop the run.
@@ -32,13 +32,15 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from detector.benchmarks import (XAIGD_SPLIT, BadInputs, Skip, iter_legion, iter_xaigd, legion_truth, open_image)
-from detector.benchmarks_artifactbench import iter_artifactbench
-from detector.metrics import mask_to_boxes
-from detector.metrics_artifactbench import Sample, score
-from detector.metrics_legion import LegionTotals, image_scores
-from detector.metrics_xaigd import ARTIFACT, XaigdPixelCounts, polygon_mask, transform_mask, xaigd_image_level
-from detector.metrics_xaigd_instances import (XaigdCategoryTally, category_masks, category_scores, gt_instances,
+from detector.benchmarks.common import BadInputs, Skip, open_image
+from detector.benchmarks.legion import iter_legion, legion_truth
+from detector.benchmarks.xaigd import XAIGD_SPLIT, iter_xaigd
+from detector.benchmarks.artifactbench import iter_artifactbench
+from detector.metrics.on_shards import mask_to_boxes
+from detector.metrics.artifactbench import Sample, score
+from detector.metrics.legion import LegionTotals, image_scores
+from detector.metrics.xaigd import ARTIFACT, XaigdPixelCounts, polygon_mask, transform_mask, xaigd_image_level
+from detector.metrics.xaigd_instances import (XaigdCategoryTally, category_masks, category_scores, gt_instances,
                                               submitted_categories)
 from detector.model import load_detector
 from detector.predict import Prediction, infer

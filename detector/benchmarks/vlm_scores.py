@@ -8,7 +8,7 @@ Replies are parsed by ``detector.vlm_replies`` (coordinates in pixels of the ima
 is decoded whole before its reply is scored: a missing, unreadable or truncated image (or, for X-AIGD, one
 whose size is not its row's) is a bad input, as in ``detector.eval --benchmark``.
 
-* ``artifactbench`` — ArtifactBench detection, localisation and explanation (``metrics_artifactbench``);
+* ``artifactbench`` — ArtifactBench detection, localisation and explanation (``detector.metrics.artifactbench``);
 * ``synthscars`` — LEGION's per-image metrics of the union of the predicted boxes as a mask, and the
   ArtifactBench protocol as ArtiAgent runs it on SynthScars (each ref's first polygon → its tightest box,
   clipped; the caption's first line as the global reference; every image positive);
@@ -23,12 +23,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 
-from detector.benchmarks import (XAIGD_SPLIT, BadInputs, Skip, boxes_mask, decoded_size, iter_legion, iter_xaigd,
-                                 legion_truth)
-from detector.benchmarks_artifactbench import iter_artifactbench
-from detector.metrics_artifactbench import Sample, TextScorer, score
-from detector.metrics_legion import LegionTotals, image_scores
-from detector.metrics_xaigd import ARTIFACT, XaigdPixelCounts, polygon_mask, transform_mask, xaigd_image_level
+from detector.benchmarks.common import BadInputs, Skip, boxes_mask, decoded_size
+from detector.benchmarks.legion import iter_legion, legion_truth
+from detector.benchmarks.xaigd import XAIGD_SPLIT, iter_xaigd
+from detector.benchmarks.artifactbench import iter_artifactbench
+from detector.metrics.artifactbench import Sample, TextScorer, score
+from detector.metrics.legion import LegionTotals, image_scores
+from detector.metrics.xaigd import ARTIFACT, XaigdPixelCounts, polygon_mask, transform_mask, xaigd_image_level
 from detector.vlm_replies import Reply, parse_reply
 
 REPLY_KEYS = ("predict", "response", "output")

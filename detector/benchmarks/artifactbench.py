@@ -25,7 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
-from detector.benchmarks import BadInputs, image_field, parquet_rows
+from detector.benchmarks.common import BadInputs, image_field, parquet_rows
 
 SPLIT = "test"
 BOX_KEYS = ("target_bbox", "bbox", "bbox_2d")

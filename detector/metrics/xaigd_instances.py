@@ -4,7 +4,7 @@
 * **Fine-grained pixel** (category-specific PAD): for each category, the prediction submitted *for that
   category* against the ground truth of that category's polygons alone (every other category is
   background); TP / FP / FN pooled over every image, a missing prediction counting as all zero, then IoU,
-  PixP, PixR, PixF1 per category (``XaigdPixelCounts``). Category agnostic: ``metrics_xaigd``.
+  PixP, PixR, PixF1 per category (``XaigdPixelCounts``). Category agnostic: ``detector.metrics.xaigd``.
 * **Instance** (P@t / R@t / F1@t, per category): the category's mask is dilated once by a 5 × 5 square;
   each 8-connected component of the dilated mask, intersected with the undilated one, is a ground-truth
   instance. A predicted box [x0, y0, x1, y1) of that category matches an instance when
@@ -16,7 +16,7 @@
   ``invalid_prediction_boxes`` only in an image that has an instance of the category, as X-AIGD's loop does.
 
 Masks use X-AIGD's encoding (255 artifact, 0 background); any other value (our ignore, see
-``metrics_xaigd.from_flawforge``) is neither: out of every instance and out of a box's area.
+``detector.metrics.xaigd.from_flawforge``) is neither: out of every instance and out of a box's area.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Iterable, Mapping, Sequence
 import cv2
 import numpy as np
 
-from detector.metrics_xaigd import ARTIFACT, CATEGORIES, Polygon, XaigdPixelCounts, _div, polygon_mask
+from detector.metrics.xaigd import ARTIFACT, CATEGORIES, Polygon, XaigdPixelCounts, _div, polygon_mask
 
 DILATION = np.ones((5, 5), np.uint8)
 Box = Sequence[float]
