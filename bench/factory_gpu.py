@@ -58,8 +58,8 @@ def bench_config(side: int, smoke: bool) -> Config:
 
 def planned_batch(config: Config, photos: int):
     """``photos`` × seeds_together samples through decode and perception (in this process)."""
-    from factory.pipeline import candidates
-    from factory.stages import PerceptionStage, decode_sources, work_schema
+    from factory.plan import candidates, work_schema
+    from factory.stages import PerceptionStage, decode_sources
 
     items = list(candidates(config))[: photos * config.factory.seeds_together]
     config_json = config.model_dump_json()

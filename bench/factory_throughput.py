@@ -18,8 +18,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from factory.config import load_config
-from factory.pipeline import candidates, run_factory
-from factory.stages import STAGES, decode_sources, work_schema
+from factory.pipeline import run_factory
+from factory.plan import candidates, work_schema
+from factory.stages import STAGES, decode_sources
 from shards.rows import table_to_samples
 
 

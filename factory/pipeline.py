@@ -36,117 +36,23 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
-
-import pyarrow as pa
+from typing import Any
 
 from factory import __version__ as CODE_VERSION
 from factory.config import Config
 from factory.failures import Failures, StageFailingError
 from factory.output import Ledger, OutputDir, OutputMismatchError, ShardBuffer, build_report
-from factory.stages import STAGES, ActorStarts, decode_sources, sample_seed, work_schema
+from factory.plan import WorkItem, candidates, plan_stream
+from factory.stages import ActorStarts, build_dataset
 from factory.vlm_service import VLMClient, start_vlm_service, stop_vlm_service
 from factory.watchdog import stall_deadline
-from shards.record import Sample, make_sample_id
+from shards.record import Sample
 from shards.rows import table_to_samples
 
-__all__ = ["OutputMismatchError", "StageFailingError", "candidates", "plan_stream", "run_factory"]
+__all__ = ["OutputMismatchError", "StageFailingError", "candidates", "run_factory"]
 log = logging.getLogger("flawforge.factory")
-
-
-@dataclass
-class WorkItem:
-    sample_id: str
-    source_id: str
-    seed: int
-    uri: str
-    data: bytes = b""
-    group: int = 0  # the photo group's index in plan order: its seeds always run together
-
-
-# ---------------------------------------------------------------------------------- planning
-def candidates(config: Config) -> Iterator[WorkItem]:
-    """All (source, seed) pairs in plan order, a photo's ``seeds_together`` seeds next to each other as
-    one group: every source at seed indices 0 … k−1, then every source at k … 2k−1, ... (k = 1: one seed
-    of every photo before any photo's second)."""
-    from factory.sources import list_sources
-
-    items = list_sources(config.source)
-    if not items:
-        raise ValueError(f"source {config.source.uri!r} holds no images")
-    config_hash = config.config_hash()
-    per_image, together = config.factory.seeds_per_image, config.factory.seeds_together
-    group = 0
-    for first in range(0, per_image, together):
-        for item in items:
-            for seed_index in range(first, min(first + together, per_image)):
-                seed = sample_seed(config.factory.seed, item.source_id, seed_index)
-                yield WorkItem(make_sample_id(item.source_id, seed, config_hash), item.source_id, seed,
-                               item.uri, item.data, group)
-            group += 1
-
-
-def plan_stream(plan: list[WorkItem], cursor: int, finished: set[str]) -> list[WorkItem]:
-    """The next stream: every group from the one at ``cursor`` on that holds an unfinished sample, whole.
-
-    ``finished`` holds the committed samples and those waiting in the reorder buffer. A group runs
-    whole even when some of its samples are finished, so its samples' pixels never depend on which
-    of them happened to finish first; the driver drops the repeated rows."""
-    if cursor >= len(plan):
-        return []
-    start = cursor
-    while start > 0 and plan[start - 1].group == plan[cursor].group:  # the cursor's group from its first seed
-        start -= 1
-    open_groups = {w.group for w in plan[cursor:] if w.sample_id not in finished}
-    return [w for w in plan[start:] if w.group in open_groups]
-
-
-def photo_blocks(items: list[WorkItem], rows: int) -> list[tuple[int, int]]:
-    """(start, stop) of blocks of about ``rows`` items that never split a photo group."""
-    blocks, start = [], 0
-    for i in range(1, len(items) + 1):
-        if i == len(items) or (i - start >= rows and items[i].group != items[i - 1].group):
-            blocks.append((start, i))
-            start = i
-    return blocks
-
-
-def build_dataset(items: list[WorkItem], config: Config, vlm: VLMClient | None = None, actors: Any = None):
-    """The streaming graph of one stream: decoding, then one actor pool per agent; the agents that ask
-    a VLM share the run's ``vlm`` service, and every actor reports its start to ``actors``
-    (``factory.stages.ActorStarts``)."""
-    import ray
-
-    config_json = config.model_dump_json()
-    # Blocks are cut on the driver (no read or repartition tasks, which would each need a whole
-    # CPU beside the actor pools: the deadlock of a pool that holds every CPU).
-    # A block holds whole photo groups (their seeds share perception and inversion) and about one
-    # batch of the largest stage, so every actor gets work as soon as the stream starts (a huge plan:
-    # at most about factory.max_blocks blocks).
-    table = pa.Table.from_pylist([w.__dict__ for w in items], schema=work_schema())
-    largest_batch = max(getattr(config.factory, name).batch_size for name in STAGES)
-    rows = max(largest_batch, math.ceil(len(items) / config.factory.max_blocks))
-    ds = ray.data.from_arrow([table.slice(start, stop - start) for start, stop in photo_blocks(items, rows)])
-    # Decoding asks for the perception actors' resources, so Ray Data fuses it into them: no task
-    # workers that each import torch and the agents just to decode a few photos.
-    first = config.factory.perception
-    ds = ds.map_batches(decode_sources, fn_kwargs={"config_json": config_json}, batch_format="pyarrow",
-                        batch_size=None, num_cpus=first.num_cpus, num_gpus=first.num_gpus or None)
-    for name, stage_cls in STAGES.items():
-        stage = getattr(config.factory, name)
-        ds = ds.map_batches(
-            stage_cls,
-            fn_constructor_kwargs={"config_json": config_json, "vlm": vlm, "actors": actors},
-            batch_format="pyarrow",
-            batch_size=stage.batch_size,
-            compute=stage.compute(),
-            num_cpus=stage.num_cpus,
-            num_gpus=stage.num_gpus or None,
-        )  # Ray Data restarts crashed actors and retries their tasks by default (max_restarts=-1)
-    return ds
 
 
 # --------------------------------------------------------------------------------------- driver

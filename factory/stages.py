@@ -25,9 +25,10 @@ A crashed actor process is restarted by Ray Data (unlimited restarts and task re
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
+import math
 import time
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +36,7 @@ import torch
 
 from agents.step import Pixels, Step, call_step, photo_key, run_steps
 from factory.config import Config
+from factory.plan import WorkItem, photo_blocks, work_schema
 from factory.vlm_service import VLMClient, connect_vlm
 from shards.images import encode_png
 from shards.record import Sample, SourceInfo
@@ -210,15 +212,39 @@ STAGES: dict[str, type[PoolStage]] = {
 }
 
 
-def sample_seed(factory_seed: int, source_id: str, seed_index: int) -> int:
-    """The per-sample RNG seed: a pure function of the run seed, the source and the seed index."""
-    digest = hashlib.sha256(f"{factory_seed}\x00{source_id}\x00{seed_index}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
+def build_dataset(items: list[WorkItem], config: Config, vlm: VLMClient | None = None, actors: Any = None):
+    """The streaming graph of one stream: decoding, then one actor pool per agent; the agents that ask
+    a VLM share the run's ``vlm`` service, and every actor reports its start to ``actors``
+    (``factory.stages.ActorStarts``)."""
+    import ray
 
-
-def work_schema() -> pa.Schema:
-    return pa.schema([("sample_id", pa.string()), ("source_id", pa.string()), ("seed", pa.int64()),
-                      ("uri", pa.string()), ("data", pa.binary()), ("group", pa.int64())])
+    config_json = config.model_dump_json()
+    # Blocks are cut on the driver (no read or repartition tasks, which would each need a whole
+    # CPU beside the actor pools: the deadlock of a pool that holds every CPU).
+    # A block holds whole photo groups (their seeds share perception and inversion) and about one
+    # batch of the largest stage, so every actor gets work as soon as the stream starts (a huge plan:
+    # at most about factory.max_blocks blocks).
+    table = pa.Table.from_pylist([w.__dict__ for w in items], schema=work_schema())
+    largest_batch = max(getattr(config.factory, name).batch_size for name in STAGES)
+    rows = max(largest_batch, math.ceil(len(items) / config.factory.max_blocks))
+    ds = ray.data.from_arrow([table.slice(start, stop - start) for start, stop in photo_blocks(items, rows)])
+    # Decoding asks for the perception actors' resources, so Ray Data fuses it into them: no task
+    # workers that each import torch and the agents just to decode a few photos.
+    first = config.factory.perception
+    ds = ds.map_batches(decode_sources, fn_kwargs={"config_json": config_json}, batch_format="pyarrow",
+                        batch_size=None, num_cpus=first.num_cpus, num_gpus=first.num_gpus or None)
+    for name, stage_cls in STAGES.items():
+        stage = getattr(config.factory, name)
+        ds = ds.map_batches(
+            stage_cls,
+            fn_constructor_kwargs={"config_json": config_json, "vlm": vlm, "actors": actors},
+            batch_format="pyarrow",
+            batch_size=stage.batch_size,
+            compute=stage.compute(),
+            num_cpus=stage.num_cpus,
+            num_gpus=stage.num_gpus or None,
+        )  # Ray Data restarts crashed actors and retries their tasks by default (max_restarts=-1)
+    return ds
 
 
 class ActorStarts:

@@ -184,7 +184,7 @@ def test_resume_after_repeated_kill_9_of_the_whole_job(tmp_path, samples_run):
         mine = ours[sample_id]
         assert (mine.status, mine.reject_reason) == (theirs.status, theirs.reject_reason), sample_id
         assert mine.image == theirs.image and mine.mask == theirs.mask, f"{sample_id}: other bytes"
-    from factory.pipeline import candidates
+    from factory.plan import candidates
 
     plan = [w.sample_id for w in candidates(load_config("tiny"))]
     assert set(plan[:len(ours)]) == set(ours), "not the plan's prefix"

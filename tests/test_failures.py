@@ -14,7 +14,8 @@ from skimage import data as skdata
 
 from factory.config import load_config
 from factory.failures import Failures
-from factory.stages import PoolStage, decode_sources, work_schema
+from factory.plan import work_schema
+from factory.stages import PoolStage, decode_sources
 from shards.record import Sample
 from shards.rows import samples_to_table, table_to_samples
 

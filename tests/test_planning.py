@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from factory.config import ConfigError, load_config
-from factory.pipeline import WorkItem, candidates, photo_blocks, plan_stream
+from factory.plan import WorkItem, candidates, photo_blocks, plan_stream
 
 
 def _items(photos: int, seeds: int) -> list[WorkItem]:

@@ -54,8 +54,8 @@ def test_a_photos_seeds_share_perception_and_inversion_with_the_same_output():
     transformer rows instead of 2·steps·samples."""
     import pyarrow as pa
 
-    from factory.pipeline import candidates
-    from factory.stages import PerceptionStage, SynthesisStage, decode_sources, work_schema
+    from factory.plan import candidates, work_schema
+    from factory.stages import PerceptionStage, SynthesisStage, decode_sources
     from shards.rows import table_to_samples
 
     config = load_config("tiny", overrides={"factory.seeds_together": 3, "factory.perception.batch_size": 6,
@@ -97,8 +97,8 @@ def _two_photos(**overrides):
     """A tiny config with ``overrides`` and the transport batch of two photos' first three seeds."""
     import pyarrow as pa
 
-    from factory.pipeline import candidates
-    from factory.stages import decode_sources, work_schema
+    from factory.plan import candidates, work_schema
+    from factory.stages import decode_sources
 
     config = load_config("tiny", overrides={"factory.seeds_together": 3, "factory.perception.batch_size": 6,
                                             "factory.synthesis.batch_size": 6, **overrides})
