@@ -24,6 +24,7 @@ import torch
 from agents.step import Pixels, photo_key
 from shards.images import encode_png, encode_rle
 from shards.record import Sample
+from tools.flux.components import FluxComponents
 from tools.flux.engine import FluxEngine
 from tools.flux.settings import InjectionConfig
 from tools.flux.text import unpack_prompts
@@ -38,33 +39,10 @@ def pixel_box(mask: np.ndarray) -> list[int]:
 class Synthesize:
     name = "synthesize"
 
-    def __init__(self, components, injection: InjectionConfig):
+    def __init__(self, components: FluxComponents, injection: InjectionConfig):
         self.injection = injection
-        transformer = components.transformer
-        self.engine = FluxEngine(components, injection, device=transformer.device, dtype=transformer.dtype)
+        self.engine = FluxEngine(components, injection)  # on the transformer's device, in its dtype
         self.provenance = dict(components.provenance)
-
-    def warm_up(self, height: int, width: int, plans: int) -> int:
-        """One engine call on a blank ``height`` × ``width`` photo with ``plans`` one-cell mappings (compiles
-        a compiled transformer); returns the call's peak accelerator memory above what was held before
-        (0 on CPU)."""
-        cuda = self.engine.device.type == "cuda"
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            before = torch.cuda.memory_allocated()
-        images = np.full((1, height, width, 3), 127, dtype=np.uint8)
-        cells = [torch.tensor([0])] * plans
-        text_tokens = self.engine.cfg.max_sequence_length
-        embeds = torch.zeros(plans, text_tokens, self.engine.c.transformer.config.joint_attention_dim,
-                             device=self.engine.device, dtype=self.engine.dtype)
-        pooled = torch.zeros(plans, self.engine.c.transformer.config.pooled_projection_dim,
-                             device=self.engine.device, dtype=self.engine.dtype)
-        self.engine.run(images, embeds, pooled, cells, [torch.tensor([1])] * plans, [1] * plans, plans_per_image=plans)
-        if not cuda:
-            return 0
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before
 
     def __call__(self, samples: list[Sample], pixels: Pixels) -> None:
         photos: dict[tuple, list[Sample]] = defaultdict(list)  # one photo's seeds, in batch order

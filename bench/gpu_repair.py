@@ -63,7 +63,8 @@ def main() -> None:
     synthesis = FluxEngine(components, injection, device=device, dtype=torch.bfloat16)
     repair = FluxEngine(components, injection.model_copy(update={"value_steps": 0}), device=device, dtype=torch.bfloat16)
     if args.compile:
-        synthesis.forward = repair.forward = torch.compile(components.transformer.forward)
+        synthesis.compile()
+        repair.compile()
 
     from PIL import Image
     from skimage import data
@@ -81,9 +82,9 @@ def main() -> None:
 
     def repair_attempts(shared: bool):
         def run():
-            result = repair.run(image[None] if shared else np.repeat(image[None], k, axis=0),
-                                embeds.expand(k, -1, -1), pooled.expand(k, -1), [block] * k, [block] * k, [0] * k,
-                                noise_seeds=list(range(k)), plans_per_image=k if shared else 1)
+            result = repair.repaint(image[None] if shared else np.repeat(image[None], k, axis=0),
+                                    embeds.expand(k, -1, -1), pooled.expand(k, -1), [block] * k,
+                                    noise_seeds=list(range(k)), plans_per_image=k if shared else 1)
             outside = ~result.change_masks[0]
             assert all(np.array_equal(im[outside], result.clean[0][outside]) for im in result.images)
         return run

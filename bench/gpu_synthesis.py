@@ -57,7 +57,7 @@ def main() -> None:
     }).injection
     engine = FluxEngine(components, injection, device=device, dtype=torch.bfloat16)
     if args.compile:
-        engine.forward = torch.compile(components.transformer.forward)
+        engine.compile()
 
     from PIL import Image
     from skimage import data

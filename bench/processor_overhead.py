@@ -19,7 +19,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from factory.config import load_config  # noqa: E402
-from tools.flux.engine import FluxEngine, image_ids  # noqa: E402
+from tools.flux.engine import FluxEngine  # noqa: E402
+from tools.flux.latents import image_ids  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +35,7 @@ def main() -> None:
     from diffusers import FluxTransformer2DModel
     from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
 
-    from factory.models.flux import FluxComponents
+    from tools.flux.components import FluxComponents
 
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     torch.manual_seed(0)

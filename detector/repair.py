@@ -9,7 +9,7 @@ preset: cell multiples); the detector predicts an artifact mask (pixels > ``--th
 16-px cells it covers, dilated by ``injection.dilation_cells``, are denoised afresh: the photo is
 inverted, those cells restart from a fresh noise draw per attempt (at σ = ``--strength``; 1 is pure
 noise) with no injection, and every other cell follows the inversion, then the result is composited
-onto the photo's VAE reconstruction exactly as the factory composites (``FluxEngine.run``): outside
+onto the photo's VAE reconstruction exactly as the factory composites (``FluxEngine.repaint``): outside
 the repaired mask the output *is* that reconstruction, byte for byte. The photo is inverted once and
 the K attempts are denoised from that one inversion as one batch; the detector scores each and the
 one with the lowest image score is kept.
@@ -74,8 +74,7 @@ class Repairer:
     def __init__(self, detector: ArtifactDetector, flux, config: Config, settings: RepairSettings):
         self.detector, self.config, self.settings = detector, config, settings
         injection = config.injection.model_copy(update={"value_steps": 0})
-        transformer = flux.transformer
-        self.engine = FluxEngine(flux, injection, device=transformer.device, dtype=transformer.dtype)
+        self.engine = FluxEngine(flux, injection)  # on the transformer's device, in its dtype
 
     def score(self, images: list[np.ndarray]) -> list:
         return infer(self.detector, [Image.fromarray(im) for im in images])
@@ -92,9 +91,9 @@ class Repairer:
         if not cells.numel():
             return Repair(image, image, image, np.zeros(image.shape[:2], bool), score_before)
         embeds, pooled = self.engine.encode_prompt([s.prompt] * s.attempts)
-        result = self.engine.run(image[None], embeds, pooled, [cells] * s.attempts, [cells] * s.attempts,
-                                 [0] * s.attempts, noise_seeds=[seed * 1009 + k for k in range(s.attempts)],
-                                 strength=s.strength, plans_per_image=s.attempts)  # one inversion for all
+        result = self.engine.repaint(image[None], embeds, pooled, [cells] * s.attempts,
+                                     noise_seeds=[seed * 1009 + k for k in range(s.attempts)],
+                                     strength=s.strength, plans_per_image=s.attempts)  # one inversion for all
         scores = [p.score for p in self.score(list(result.images))]
         kept = int(np.argmin(scores))
         return Repair(image, result.clean[kept], result.images[kept], result.change_masks[kept], score_before,

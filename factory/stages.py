@@ -183,11 +183,11 @@ class SynthesisStage(PoolStage):
             float8_transformer(components.transformer)
         [step] = steps = synthesis_steps(config, components)
         if run.compile == "always" or (run.compile == "on_cuda" and step.engine.device.type == "cuda"):
-            step.engine.forward = torch.compile(components.transformer.forward, backend=run.compile_backend)
+            step.engine.compile(run.compile_backend)
             if run.warmup:  # compile now, on a blank photo of the largest size, not on the first sample
                 side = config.image.max_side - config.image.max_side % config.image.cell
                 start = time.perf_counter()
-                peak = step.warm_up(side, side, config.factory.seeds_together)
+                peak = step.engine.warm_up(side, side, config.factory.seeds_together)
                 log.info("synthesis warm-up (%d×%d, %d plans, compiled): %.1f s, %.2f GiB peak", side, side,
                          config.factory.seeds_together, time.perf_counter() - start, peak / 2**30)
         return steps

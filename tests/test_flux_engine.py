@@ -9,7 +9,8 @@ from skimage import data
 
 from factory.config import LayerRange, load_config
 from factory.models.flux import tiny_flux
-from tools.flux.engine import FluxEngine, image_ids
+from tools.flux.engine import FluxEngine
+from tools.flux.latents import image_ids
 
 EMPTY = torch.tensor([], dtype=torch.long)
 
@@ -34,9 +35,9 @@ def test_processor_without_injection_equals_stock():
     eng = engine()
     inputs = transformer_inputs(eng, rows=4, cols=6)
     state = eng.prepare_state(1, inputs["encoder_hidden_states"].shape[1], 4, 6, [EMPTY], [EMPTY]).state  # no mapping
-    ours = eng.c.transformer(**inputs)[0]
-    eng.c.transformer.set_attn_processor(FluxAttnProcessor())
-    stock = eng.c.transformer(**inputs)[0]
+    ours = eng.transformer(**inputs)[0]
+    eng.transformer.set_attn_processor(FluxAttnProcessor())
+    stock = eng.transformer(**inputs)[0]
     assert state is eng.state and (ours - stock).abs().max() <= 1e-6
 
 
@@ -95,11 +96,11 @@ def test_processor_rope_swap_equals_the_img_ids_route():
     prepared = eng.prepare_state(1, text_len, rows, cols, [targets], [refs])
     prepared.state.cos_pe.copy_(prepared.injected[0])
     prepared.state.sin_pe.copy_(prepared.injected[1])
-    ours = eng.c.transformer(**inputs)[0]
+    ours = eng.transformer(**inputs)[0]
     swapped = inputs["img_ids"].clone()
     swapped[targets] = inputs["img_ids"][refs]
-    eng.c.transformer.set_attn_processor(FluxAttnProcessor())
-    via_ids = eng.c.transformer(**{**inputs, "img_ids": swapped})[0]
+    eng.transformer.set_attn_processor(FluxAttnProcessor())
+    via_ids = eng.transformer(**{**inputs, "img_ids": swapped})[0]
     assert (ours - via_ids).abs().max() <= 1e-5
 
 
@@ -136,8 +137,8 @@ def test_one_inversion_per_image_equals_inverting_for_every_plan():
     cells = [torch.tensor([10, 11, 18])] * 3
     seeds = [5, 6, 7]
     emb, pooled = repair.encode_prompt(["a photo"] * 3)
-    shared = repair.run(images[:1], emb, pooled, cells, cells, [0] * 3, noise_seeds=seeds, plans_per_image=3)
-    each = repair.run(np.repeat(images[:1], 3, axis=0), emb, pooled, cells, cells, [0] * 3, noise_seeds=seeds)
+    shared = repair.repaint(images[:1], emb, pooled, cells, noise_seeds=seeds, plans_per_image=3)
+    each = repair.repaint(np.repeat(images[:1], 3, axis=0), emb, pooled, cells, noise_seeds=seeds)
     assert np.abs(shared.images.astype(int) - each.images.astype(int)).max() <= 1
     with pytest.raises(ValueError, match="2 images × 3 plans need 6"):
         eng.run(images, emb, pooled, cells, cells, [0] * 3, plans_per_image=3)
@@ -148,7 +149,7 @@ def test_value_cache_holds_only_injecting_layers_and_steps():
     image = photo()[None]
     emb, pooled = eng.encode_prompt(["a photo"])
     result = eng.run(image, emb, pooled, [torch.tensor([1])], [torch.tensor([2])], [4])
-    cfg = eng.c.transformer.config
+    cfg = eng.transformer.config
     seq = emb.shape[1] + (96 // 16) * (128 // 16)
     layers = len(eng.value_layers)
     assert layers == 2  # single blocks 20-37 of 38 → 2-3 of 4
@@ -160,7 +161,7 @@ def test_denoising_loop_compiles_once():
 
     dynamo.reset()
     eng = engine(num_steps=3, value_steps=2)
-    compiled = torch.compile(eng.c.transformer.forward, backend="eager", dynamic=False)
+    compiled = torch.compile(eng.transformer.forward, backend="eager", dynamic=False)
     eng.forward = compiled
     image = photo()[None]
     emb, pooled = eng.encode_prompt(["a photo"])
@@ -206,7 +207,7 @@ def test_text_and_target_rows_keep_their_live_values_by_default():
 
 
 def test_schnell_is_sampled_without_the_time_shift():
-    from tools.flux.engine import shifted_sigmas
+    from tools.flux.latents import shifted_sigmas
 
     assert load_config("flux-schnell").injection.time_shift is False
     assert load_config("flux-dev").injection.time_shift is True

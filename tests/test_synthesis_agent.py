@@ -122,7 +122,7 @@ def test_prompts_encoded_in_perception_give_the_same_images_and_are_never_stored
 
     config, work = _two_photos(**{"factory.synthesis.text_encoders_in": "perception"})
     synthesis = SynthesisStage(config.model_dump_json())
-    assert synthesis.steps[0].engine.c.text_encoder_2 is None  # T5 is not on the synthesis actor
+    assert synthesis.steps[0].engine.text.text_encoder_2 is None  # T5 is not on the synthesis actor
     perceived = PerceptionStage(config.model_dump_json())(work)
     assert all(s.prompt_embeds for s in table_to_samples(perceived) if s.is_pending)
     done = synthesis(perceived)
@@ -163,7 +163,7 @@ def test_compiled_warmed_up_and_one_photo_per_call_give_the_same_images():
     config, _ = _two_photos(**{"factory.synthesis.compile": "always", "factory.synthesis.compile_backend": "eager"})
     compiled = SynthesisStage(config.model_dump_json())
     step = compiled.steps[0]
-    assert step.engine.forward is not step.engine.c.transformer.forward  # wrapped by torch.compile
+    assert step.engine.forward is not step.engine.transformer.forward  # wrapped by torch.compile
     calls = []
     run = step.engine.run
     step.engine.run = lambda images, *a, **kw: calls.append(len(images)) or run(images, *a, **kw)

@@ -17,16 +17,16 @@ import copy
 import functools
 import string
 from collections import Counter
-from dataclasses import dataclass, field
 
 import torch
 from diffusers import AutoencoderKL, FluxTransformer2DModel
-from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTokenizer, PreTrainedTokenizerBase, T5Config,
+from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config,
                           T5EncoderModel, T5TokenizerFast)
 
 from factory.config import ModelsConfig
 from factory.models.common import load_pretrained, resolve_device, resolve_dtype, seeded
 from factory.models.tiny_vae import fitted_tiny_vae
+from tools.flux.components import FluxComponents
 
 TINY_WORDS = ("a an the of and with in on at photo picture image person man woman astronaut cat dog car bike "
               "rocket cup coffee coin coins camera tripod hand finger ear eye paw tail wheel mirror arm leg head "
@@ -41,19 +41,6 @@ END_OF_WORD = "</w>"
 # from the reconstruction by a few grey levels, and the tiny preset's "artifacts" would be invisible
 # to any detector. With the gain they are clearly visible re-renderings (still meaningless ones).
 TINY_VELOCITY_GAIN = 3.0
-
-
-@dataclass
-class FluxComponents:
-    """A FLUX pipeline's parts; a part not loaded (``load_flux``'s ``image`` / ``text``) is None."""
-
-    transformer: FluxTransformer2DModel | None
-    vae: AutoencoderKL | None
-    text_encoder: CLIPTextModel | None
-    tokenizer: PreTrainedTokenizerBase | None
-    text_encoder_2: T5EncoderModel | None
-    tokenizer_2: PreTrainedTokenizerBase | None
-    provenance: dict[str, str] = field(default_factory=dict)
 
 
 def load_flux(models: ModelsConfig, image: bool = True, text: bool = True) -> FluxComponents:

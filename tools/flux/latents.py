@@ -1,9 +1,11 @@
-"""FLUX's latent layout and schedule: 2x2 token packing, image position ids, the shifted sigmas."""
+"""FLUX's latent layout and schedule: 2x2 token packing, image position ids, the shifted sigmas, and
+the VAE round trip between uint8 images and packed latents."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -32,3 +34,22 @@ def image_ids(rows: int, cols: int) -> torch.Tensor:
     ids[..., 1] = torch.arange(rows)[:, None]
     ids[..., 2] = torch.arange(cols)[None, :]
     return ids.reshape(rows * cols, 3)
+
+
+@torch.no_grad()
+def encode_images(vae, images: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(B, H, W, 3) uint8 → (B, N, 64) fp32 packed latents: the VAE's ``latent_dist.mode()`` (deterministic),
+    shifted and scaled as FLUX's pipeline does."""
+    x = torch.from_numpy(np.ascontiguousarray(images).copy()).to(device).permute(0, 3, 1, 2).to(dtype) / 127.5 - 1.0
+    z = vae.encode(x).latent_dist.mode()
+    cfg = vae.config
+    return pack((z.float() - (cfg.shift_factor or 0.0)) * cfg.scaling_factor)
+
+
+@torch.no_grad()
+def decode_tokens(vae, tokens: torch.Tensor, rows: int, cols: int, dtype: torch.dtype) -> np.ndarray:
+    """The inverse of ``encode_images``: packed latents → (B, H, W, 3) uint8."""
+    cfg = vae.config
+    z = unpack(tokens, rows, cols) / cfg.scaling_factor + (cfg.shift_factor or 0.0)
+    x = vae.decode(z.to(dtype)).sample.float()
+    return ((x.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

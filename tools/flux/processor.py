@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.embeddings import apply_rotary_emb
-from diffusers.models.transformers.transformer_flux import _get_qkv_projections
 
 
 @dataclass
@@ -53,6 +52,21 @@ def release_ended_targets(state: InjectionState, injected_index: torch.Tensor, i
     state.cached_rows.copy_(injected_cached | ended[:, :, None, None])
 
 
+def qkv_projections(attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None):
+    """The image (and, in a double block, text) query, key and value projections of a FLUX attention
+    block, fused (``to_qkv`` after ``fuse_projections``) or not; the text ones are None in single blocks."""
+    if attn.fused_projections:
+        query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
+        text = (attn.to_added_qkv(encoder_hidden_states).chunk(3, dim=-1)
+                if encoder_hidden_states is not None and hasattr(attn, "to_added_qkv") else (None, None, None))
+        return query, key, value, *text
+    query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+    if encoder_hidden_states is None or attn.added_kv_proj_dim is None:
+        return query, key, value, None, None, None
+    return (query, key, value, attn.add_q_proj(encoder_hidden_states), attn.add_k_proj(encoder_hidden_states),
+            attn.add_v_proj(encoder_hidden_states))
+
+
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """diffusers' real-valued RoPE (``use_real_unbind_dim=-1``) with per-sample tables (B, S, D)."""
     cos, sin = cos[:, :, None, :], sin[:, :, None, :]
@@ -73,7 +87,7 @@ class InjectionProcessor:
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None,
                  image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        query, key, value, encoder_query, encoder_key, encoder_value = _get_qkv_projections(
+        query, key, value, encoder_query, encoder_key, encoder_value = qkv_projections(
             attn, hidden_states, encoder_hidden_states)
         query = attn.norm_q(query.unflatten(-1, (-1, attn.head_dim)))
         key = attn.norm_k(key.unflatten(-1, (-1, attn.head_dim)))

@@ -12,7 +12,7 @@ from safetensors.torch import save as save_tensors
 
 
 class TextEncoders(Protocol):
-    """The four text parts of a FLUX pipeline (``factory.models.flux.FluxComponents`` has them)."""
+    """The four text parts of a FLUX pipeline (``tools.flux.components.FluxComponents`` has them)."""
 
     text_encoder: torch.nn.Module
     tokenizer: object
