@@ -1,0 +1,67 @@
+"""The house's rules, read from the source: packages import only downwards (also under TYPE_CHECKING and
+inside functions), modules import no cycle at load time, and no module is over 300 lines."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ("shards", "tools", "agents", "factory", "detector", "bench")  # each imports only those before it
+MAX_LINES = 300
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in LAYERS:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _imports(path: Path, top_level_only: bool) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    out = []
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out += [(node.lineno, node.module)] + [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+    return out
+
+
+def test_packages_import_only_downwards():
+    upward = []
+    for name, path in _modules().items():
+        layer = LAYERS.index(name.split(".")[0])
+        for line, imported in _imports(path, top_level_only=False):
+            top = imported.split(".")[0]
+            if top in LAYERS and LAYERS.index(top) > layer:
+                upward.append(f"{path.relative_to(ROOT)}:{line} imports {imported}")
+    assert not upward, "\n".join(upward)
+
+
+def test_no_import_cycle_at_load_time():
+    modules = _modules()
+    graph = {name: {m for _, m in _imports(path, top_level_only=True) if m in modules and m != name}
+             for name, path in modules.items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for nxt in sorted(graph[name]):
+            assert state.get(nxt) != 1, "import cycle: " + " -> ".join(path + [name, nxt])
+            if nxt not in state:
+                visit(nxt, path + [name])
+        state[name] = 2
+
+    for name in sorted(modules):
+        if name not in state:
+            visit(name, [])
+
+
+def test_no_module_is_over_300_lines():
+    long = {str(p.relative_to(ROOT)): n for p in _modules().values() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, long
