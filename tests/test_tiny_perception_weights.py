@@ -64,6 +64,7 @@ def test_grounding_gives_entity_and_part_boxes_with_masks_inside(shaped, family)
         roles = [ROLES[d.phrase] for d in found]
         assert sorted(roles) == ["entity"] * 2 + ["intermediate"] * 2 + ["peripheral"] * 2
         assert all(d.score >= max(cfg.box_threshold, cfg.text_threshold) for d in found)
+        assert {d.phrase for d, r in zip(found, roles) if r == "entity"} == {"cat", "dog"}  # one box each
         step.segment(photo, found)
         boxes = {id(d): np.zeros(rgb.shape[:2], dtype=bool) for d in found}
         for d in found:

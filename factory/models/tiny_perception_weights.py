@@ -9,15 +9,18 @@ Grounding DINO (the tiny config, two-stage, with ``decoder_bbox_embed_share=Fals
 decoder layer has its own box head; transformers cannot build ``two_stage=False`` models)
 
 * Text: every word of the tiny vocabulary has a role (``word_role``: entity, peripheral part,
-  intermediate part, or none). Word embeddings are zero-mean codes, one per role, and position /
-  token-type embeddings are zero; every residual branch on the text path (BERT attention and FFN,
-  fusion, text enhancer) is zeroed, so the encoded feature of a token is ``text_code(role)``: one
-  signed axis pair per role plus a shared "common" pair, unit variance.
+  intermediate part, or none) and a role word a value in [-1, 1] (``word_values``). Word
+  embeddings are zero-mean codes, one axis pair per role, the value on a spare pair; position /
+  token-type embeddings are zero and every residual branch on the text path (BERT attention and
+  FFN, fusion, text enhancer) is zeroed, so the encoded feature of a token is ``text_code(role)``
+  (its role's pair plus a shared "common" pair) plus its value times ``word_code``.
 * Queries: every decoder branch (self-, text and image cross-attention, FFN) is zeroed, so query
   ``q``'s final hidden state is its target embedding ``query_code``: its role's pair (the common
-  pair reversed) and a pair of its own. The contrastive logit ``hidden · text`` is ``MATCH_LOGIT``
-  where the roles agree and about -12 or lower everywhere else: queries 0-1 score on entity
-  tokens, 2-3 on peripheral tokens, 4-5 on intermediate tokens, 6-9 on nothing.
+  pair reversed), ± a little of the word pair (``QUERY_SIDES``) and a pair of its own. The
+  contrastive logit ``hidden · text`` is ``MATCH_LOGIT`` ± ``WORD_SPREAD`` where the roles agree
+  and about -12 or lower everywhere else: queries 0-1 score on entity tokens, 2-3 on peripheral
+  tokens, 4-5 on intermediate tokens, 6-9 on nothing; of two queries of a role, one labels its box
+  with the role's word of highest value, the other with the lowest (two different entities fuse).
 * Boxes: the last encoder layer's output norm makes every image feature one constant vector, so
   the two-stage selection keeps only valid proposals (finite reference points, also in bf16). The
   first decoder layer's box head drives every reference point to 0 (logit -11.5 after the eps
@@ -52,10 +55,13 @@ EXTRA_ROLES = {  # tiny-vocabulary words outside the scripted VLM's lexicon
     **{w: "intermediate" for w in "face window body".split()},
 }
 MATCH_LOGIT = 2.0  # a query on a token of its role: probability 0.88, above box and text thresholds
-QUERY_SHARE = 0.8  # share of a query code's norm on its role and common pairs (the rest: its own pair)
+QUERY_SHARE = 0.8  # share of a query code's norm on its role and common pairs
+WORD_SHARE = 0.1  # share on the word axis pair (the rest: the query's own pair)
+WORD_SPREAD = 0.5  # largest logit shift from a word's own value: words of one role score 1.5 to 2.5
 REFERENCE_EPS = 1e-5  # the eps of Grounding DINO's logit of the reference points
 SATURATE = -1000.0  # the first box head's output: every reference point becomes 0
 QUERY_ROLES = ("entity", "entity", "peripheral", "peripheral", "intermediate", "intermediate")
+QUERY_SIDES = (1, -1, 1, -1, 1, -1)  # +1: the query prefers the role's words of high value, -1: of low value
 QUERY_BOXES = (  # x0, y0, x1, y1 as shares of the image sides, one per query of QUERY_ROLES
     (0.03, 0.03, 0.65, 0.65), (0.35, 0.35, 0.97, 0.97),  # entities: IoU 0.15, a third of a side overlaps
     (0.06, 0.40, 0.28, 0.62), (0.72, 0.38, 0.94, 0.60),  # peripheral parts, one per entity, off the overlap
@@ -100,24 +106,41 @@ def _amplitudes(width: int) -> tuple[float, float]:
 
 
 def text_code(width: int, role: str | None) -> torch.Tensor:
-    """A token's encoded text feature (unit variance over ``width`` axes)."""
+    """A token's encoded text feature, before its word's value is added (unit variance)."""
     if role is None:
         return _pair_code(width, None, 0.0, math.sqrt(width / 2))
     return _pair_code(width, ROLE_NAMES.index(role), *_amplitudes(width))
 
 
-def query_code(width: int, role: str | None, index: int) -> torch.Tensor:
-    """Query ``index``'s final hidden state: QUERY_SHARE of its role's text code with the common pair
-    reversed, the rest on its own pair (axes after the role pairs), unit variance."""
+def word_code(width: int) -> torch.Tensor:
+    """The word axis pair (the one before the common pair), unit variance: a role word's value lies on it."""
+    code = torch.zeros(width)
+    code[-4], code[-3] = math.sqrt(width / 2), -math.sqrt(width / 2)
+    return code
+
+
+def query_code(width: int, role: str | None, index: int, side: int) -> torch.Tensor:
+    """Query ``index``'s final hidden state (unit variance): QUERY_SHARE of its role's text code with
+    the common pair reversed, ``side`` · WORD_SHARE of the word axis pair, the rest on its own pair."""
     if role is None:
         code = _pair_code(width, None, 0.0, -math.sqrt(width / 2))
     else:
         role_amp, common_amp = _amplitudes(width)
         code = _pair_code(width, ROLE_NAMES.index(role), role_amp, -common_amp)
+    code = QUERY_SHARE * code + side * WORD_SHARE * word_code(width)
     own = 2 * len(ROLE_NAMES) + 2 * index
-    code = code * QUERY_SHARE
-    code[own], code[own + 1] = (amp := math.sqrt(width * (1 - QUERY_SHARE**2) / 2)), -amp
+    amp = math.sqrt(width / 2 * (1 - QUERY_SHARE**2 - (side * WORD_SHARE) ** 2))
+    code[own], code[own + 1] = amp, -amp
     return code
+
+
+def word_values(vocabulary) -> dict[str, float]:
+    """Each role word's value in [-1, 1], evenly spread over the role's words in alphabetical order."""
+    values = {}
+    for role in ROLE_NAMES:
+        words = sorted(w for w in vocabulary if word_role(w) == role)
+        values.update({w: (2 * k / (len(words) - 1) - 1 if len(words) > 1 else 0.0) for k, w in enumerate(words)})
+    return values
 
 
 def _logit(p: torch.Tensor) -> torch.Tensor:
@@ -135,8 +158,8 @@ def shape_grounding(model, tokenizer):
     shaped.load_state_dict(model.state_dict())
     core = shaped.model
     d_model, queries = config.d_model, config.num_queries
-    if d_model < 2 * (len(ROLE_NAMES) + queries + 1) or queries < len(QUERY_ROLES) or config.decoder_layers != 2:
-        raise ValueError("the tiny Grounding DINO needs d_model >= 2 * (roles + queries + 1) and two decoder layers")
+    if d_model < 2 * (len(ROLE_NAMES) + queries + 2) or queries < len(QUERY_ROLES) or config.decoder_layers != 2:
+        raise ValueError("the tiny Grounding DINO needs d_model >= 2 * (roles + queries + 2) and two decoder layers")
     for module in (core.text_backbone, core.encoder, core.decoder, core.enc_output_norm):
         _identity_norms(module)
 
@@ -147,19 +170,24 @@ def shape_grounding(model, tokenizer):
         raise ValueError("the tiny Grounding DINO's BERT needs hidden_size >= 8")
     words = bert.embeddings.word_embeddings.weight
     words.zero_()
-    for word, index in tokenizer.get_vocab().items():
+    vocabulary = tokenizer.get_vocab()
+    other = 2 * len(ROLE_NAMES)  # the first axis of the pair of words without a role
+    spread = WORD_SPREAD / (WORD_SHARE * d_model) / (1 - 2 / hidden)  # LayerNorm centres the value's pair sum
+    values = word_values(vocabulary)
+    for word, index in vocabulary.items():
         role = word_role(word)
-        axis = ROLE_NAMES.index(role) if role else len(ROLE_NAMES)
-        words[index, 2 * axis], words[index, 2 * axis + 1] = 1.0, -1.0
+        axis = 2 * ROLE_NAMES.index(role) if role else other
+        words[index, axis], words[index, axis + 1] = 1.0, -1.0
+        if role:  # the word's value on the sum of the other pair's axes
+            words[index, other] = words[index, other + 1] = spread * values[word]
     _zero(bert.embeddings.position_embeddings, bert.embeddings.token_type_embeddings)
     for layer in bert.encoder.layer:
         _zero(layer.attention.output.dense, layer.output.dense)
-    projection = core.text_projection
+    projection = core.text_projection  # pair difference -> role code, other pair's sum -> word axis
     _zero(projection)
-    bert_amp = math.sqrt(hidden / 2)  # LayerNorm of a ±1 pair on ``hidden`` axes
     for axis, role in enumerate((*ROLE_NAMES, None)):
-        code = text_code(d_model, role) / (2 * bert_amp)
-        projection.weight[:, 2 * axis], projection.weight[:, 2 * axis + 1] = code, -code
+        code, total = text_code(d_model, role) / 2, (word_code(d_model) / 2 if role is None else 0)
+        projection.weight[:, 2 * axis], projection.weight[:, 2 * axis + 1] = total + code, total - code
 
     # encoder: no residual branch reaches the text; every image feature is one constant code that
     # scores above the masked (invalid) proposals, whose boxes pass through unchanged
@@ -177,7 +205,8 @@ def shape_grounding(model, tokenizer):
     for layer in core.decoder.layers:
         _zero(layer.self_attn.out_proj, layer.encoder_attn_text.out_proj, layer.encoder_attn.output_proj, layer.fc2)
     roles = list(QUERY_ROLES) + [None] * (queries - len(QUERY_ROLES))
-    codes = torch.stack([query_code(d_model, role, q) for q, role in enumerate(roles)])
+    sides = list(QUERY_SIDES) + [0] * (queries - len(QUERY_SIDES))
+    codes = torch.stack([query_code(d_model, role, q, side) for q, (role, side) in enumerate(zip(roles, sides))])
     core.query_position_embeddings.weight.copy_(codes)
 
     # boxes: layer 0 sends every reference point to 0; layer 1 adds logit(box) - logit(eps) per query
@@ -192,7 +221,7 @@ def shape_grounding(model, tokenizer):
         first.layers[-1].bias.fill_(SATURATE)
         select, keep, out = second.layers
         _zero(select, keep, out)
-        select.weight[torch.arange(queries), own] = 1.0 / codes[0, own[0]]  # unit q: 1 for query q, else 0
+        select.weight[torch.arange(queries), own] = 1.0 / codes[torch.arange(queries), own]  # unit q: query q
         keep.weight[:queries, :queries] = torch.eye(queries)
         out.weight[:, :queries] = deltas.T.float()
     return shaped
