@@ -186,8 +186,8 @@ def shape_grounding(model, tokenizer):
     projection = core.text_projection  # pair difference -> role code, other pair's sum -> word axis
     _zero(projection)
     for axis, role in enumerate((*ROLE_NAMES, None)):
-        code, total = text_code(d_model, role) / 2, (word_code(d_model) / 2 if role is None else 0)
-        projection.weight[:, 2 * axis], projection.weight[:, 2 * axis + 1] = total + code, total - code
+        code, value = text_code(d_model, role) / 2, (word_code(d_model) / 2 if role is None else 0)
+        projection.weight[:, 2 * axis], projection.weight[:, 2 * axis + 1] = value + code, value - code
 
     # encoder: no residual branch reaches the text; every image feature is one constant code that
     # scores above the masked (invalid) proposals, whose boxes pass through unchanged
