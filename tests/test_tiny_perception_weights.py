@@ -58,9 +58,9 @@ def test_grounding_gives_entity_and_part_boxes_with_masks_inside(shaped, family)
     config = _config(shaped, family)
     cfg = config.perception
     step = GroundAndSegment(load_grounding(config.models), load_segmentation(config.models), cfg)
-    for rgb in _photos(config):
-        photo = Image.fromarray(rgb)
-        found = step.detect([photo], [PHRASES])[0]
+    rgbs = _photos(config)  # two sizes in one batch: the smaller photo is padded
+    photos = [Image.fromarray(rgb) for rgb in rgbs]
+    for rgb, photo, found in zip(rgbs, photos, step.detect(photos, [PHRASES, PHRASES[::-1]])):
         roles = [ROLES[d.phrase] for d in found]
         assert sorted(roles) == ["entity"] * 2 + ["intermediate"] * 2 + ["peripheral"] * 2
         assert all(d.score >= max(cfg.box_threshold, cfg.text_threshold) for d in found)
@@ -97,3 +97,11 @@ def test_plans_reach_every_tool(shaped):
     PlanArtifacts(config.perception, config.tools)(samples, pixels)
     assert all(s.status == "pending" and s.artifacts for s in samples), [s.reject_reason for s in samples]
     assert {a.tool for s in samples for a in s.artifacts} == {"add", "remove", "distort", "fuse"}
+
+
+def test_words_without_a_role_get_no_box(shaped):
+    config = _config(shaped, "sam")
+    step = GroundAndSegment(load_grounding(config.models), load_segmentation(config.models), config.perception)
+    photo = Image.fromarray(_photos(config)[1])
+    found = step.detect([photo], [["helmet", "cat", "coffee"]])[0]  # not in the vocabulary / no role
+    assert [d.phrase for d in found] == ["cat", "cat"]  # one entity word: both entity boxes (fuse)
