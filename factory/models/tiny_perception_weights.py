@@ -6,7 +6,9 @@ boxes and masks the artifact tools need, so the written copies are shaped here, 
 and without training; the classes, processors and agents that read them are the real ones.
 
 Grounding DINO (the tiny config, two-stage, with ``decoder_bbox_embed_share=False`` so each
-decoder layer has its own box head; transformers cannot build ``two_stage=False`` models)
+decoder layer has its own box head; transformers 5's weight init fails on ``two_stage=False``
+models, in ``__init__`` and ``from_pretrained`` alike: it reads a bias the reference-point
+embedding does not have)
 
 * Text: every word of the tiny vocabulary has a role (``word_role``: entity, peripheral part,
   intermediate part, or none) and a role word a value in [-1, 1] (``word_values``). Word
