@@ -19,7 +19,7 @@ from agents.vlm.scripted_backend import ROLES
 from factory.config import load_config
 from factory.models.perception import _tiny_grounding, _tiny_sam, _tiny_sam2, load_grounding, load_segmentation
 from factory.models.tiny import CPU_IMAGE, write_pretrained
-from factory.models.tiny_perception_weights import shape_grounding, shape_sam
+from factory.models.tiny_perception_weights import QUERY_BOXES, shape_grounding, shape_sam
 from factory.sources import prepare_image
 from shards.images import encode_png
 from shards.record import Sample
@@ -60,6 +60,7 @@ def test_grounding_gives_entity_and_part_boxes_with_masks_inside(shaped, family)
     step = GroundAndSegment(load_grounding(config.models), load_segmentation(config.models), cfg)
     rgbs = _photos(config)  # two sizes in one batch: the smaller photo is padded
     photos = [Image.fromarray(rgb) for rgb in rgbs]
+    layouts = []
     for rgb, photo, found in zip(rgbs, photos, step.detect(photos, [PHRASES, PHRASES[::-1]])):
         roles = [ROLES[d.phrase] for d in found]
         assert sorted(roles) == ["entity"] * 2 + ["intermediate"] * 2 + ["peripheral"] * 2
@@ -81,6 +82,11 @@ def test_grounding_gives_entity_and_part_boxes_with_masks_inside(shaped, family)
                 assert cfg.min_part_pixels < d.mask.sum() <= cfg.max_part_fraction * area
         sizes = {r: max(d.mask.sum() for d, rr in zip(found, roles) if rr == r) for r in set(roles)}
         assert sizes["peripheral"] < sizes["intermediate"] < sizes["entity"]
+        frame = np.array([rgb.shape[1], rgb.shape[0]] * 2)
+        layouts.append(sorted(tuple(np.round(np.array(d.box) / frame, 3)) for d in found))
+    for layout in layouts:  # the fixed layout, moved by at most a few pixels ...
+        assert all(min(np.abs(np.subtract(box, q)).max() for q in QUERY_BOXES) < 0.03 for box in layout)
+    assert layouts[0] != layouts[1]  # ... that depend on the photo
 
 
 def test_plans_reach_every_tool(shaped):

@@ -23,14 +23,16 @@ embedding does not have)
   and about -12 or lower everywhere else: queries 0-1 score on entity tokens, 2-3 on peripheral
   tokens, 4-5 on intermediate tokens, 6-9 on nothing; of two queries of a role, one labels its box
   with the role's word of highest value, the other with the lowest (two different entities fuse).
-* Boxes: the last encoder layer's output norm makes every image feature one constant vector, so
-  the two-stage selection keeps only valid proposals (finite reference points, also in bf16). The
-  first decoder layer's box head drives every reference point to 0 (logit -11.5 after the eps
-  clamp); the second adds each query's ``logit(box) + 11.5`` (its own axis pair selects its row),
-  so ``pred_boxes`` are ``QUERY_BOXES``: the layout of ``factory.models.tiny_layout`` made fixed —
-  two entity boxes in opposite corners overlapping by about a third of a side (fuse), a small
-  peripheral part (add, remove) and a larger intermediate part (distort) inside each entity,
-  clear of the overlap and of each other.
+* Boxes: the last encoder layer's output norm makes every image feature one constant vector but
+  for one spare axis the proposal scores ignore, so the two-stage selection keeps only valid
+  proposals (finite reference points, also in bf16). The first decoder layer's box head drives
+  every reference point to 0 (logit -11.5 after the eps clamp); the second adds each query's
+  ``logit(box) + 11.5`` (its own axis pair selects its row), so ``pred_boxes`` are
+  ``QUERY_BOXES``: the layout of ``factory.models.tiny_layout`` made fixed — two entity boxes in
+  opposite corners overlapping by about a third of a side (fuse), a small peripheral part (add,
+  remove) and a larger intermediate part (distort) inside each entity, clear of the overlap and
+  of each other — moved by a bounded, photo-dependent ``JITTER`` (a few pixels): the first
+  layer's image cross-attention samples the spare image axis near the query's proposal.
 
 SAM / SAM 2: the mask decoder's last upscaling convolution (and SAM 2's high-resolution skips
 ``conv_s0`` / ``conv_s1``) is zeroed with a positive bias and the hypernetworks' last layers give
@@ -62,12 +64,16 @@ WORD_SHARE = 0.1  # share on the word axis pair (the rest: the query's own pair)
 WORD_SPREAD = 0.5  # largest logit shift from a word's own value: words of one role score 1.5 to 2.5
 REFERENCE_EPS = 1e-5  # the eps of Grounding DINO's logit of the reference points
 SATURATE = -1000.0  # the first box head's output: every reference point becomes 0
+JITTER = (0.06, -0.04, 0.03, 0.03)  # largest photo-dependent change of a box's (cx, cy, w, h) logits (~3 px)
+JITTER_WRITE = 0.1  # the sampled image feature enters a query's state as ±0.1·f on a spare axis pair (zero
+# mean, so the state's norm, and with it the logits and the box rows, barely change)
+JITTER_GAIN = 20.0  # the jitter clamps at ±1 where the sampled feature reaches ±1 / (JITTER_GAIN · JITTER_WRITE)
 QUERY_ROLES = ("entity", "entity", "peripheral", "peripheral", "intermediate", "intermediate")
 QUERY_SIDES = (1, -1, 1, -1, 1, -1)  # +1: the query prefers the role's words of high value, -1: of low value
 QUERY_BOXES = (  # x0, y0, x1, y1 as shares of the image sides, one per query of QUERY_ROLES
     (0.03, 0.03, 0.65, 0.65), (0.35, 0.35, 0.97, 0.97),  # entities: IoU 0.15, a third of a side overlaps
     (0.06, 0.40, 0.28, 0.62), (0.72, 0.38, 0.94, 0.60),  # peripheral parts, one per entity, off the overlap
-    (0.33, 0.05, 0.63, 0.33), (0.37, 0.67, 0.67, 0.95),  # intermediate parts, one per entity, off the overlap
+    (0.33, 0.06, 0.61, 0.32), (0.39, 0.68, 0.67, 0.94),  # intermediate parts, one per entity, off the overlap
 )
 IDLE_BOX = (0.45, 0.45, 0.55, 0.55)  # the queries that score on nothing
 MASK_BIAS = 1.0  # bias of the zeroed last upscaling convolution: every upscaled feature is GELU(1) > 0
@@ -160,8 +166,8 @@ def shape_grounding(model, tokenizer):
     shaped.load_state_dict(model.state_dict())
     core = shaped.model
     d_model, queries = config.d_model, config.num_queries
-    if d_model < 2 * (len(ROLE_NAMES) + queries + 2) or queries < len(QUERY_ROLES) or config.decoder_layers != 2:
-        raise ValueError("the tiny Grounding DINO needs d_model >= 2 * (roles + queries + 2) and two decoder layers")
+    if d_model < 2 * (len(ROLE_NAMES) + queries + 3) or queries < len(QUERY_ROLES) or config.decoder_layers != 2:
+        raise ValueError("the tiny Grounding DINO needs d_model >= 2 * (roles + queries + 3) and two decoder layers")
     for module in (core.text_backbone, core.encoder, core.decoder, core.enc_output_norm):
         _identity_norms(module)
 
@@ -196,16 +202,23 @@ def shape_grounding(model, tokenizer):
     for layer in core.encoder.layers:
         layer.fusion_layer.text_param.zero_()
         _zero(layer.text_enhancer_layer.self_attn.out_proj, layer.text_enhancer_layer.fc2)
+    jitter = 2 * (len(ROLE_NAMES) + queries)  # a spare axis: the image's own feature, for the jitter
     last = core.encoder.layers[-1].deformable_layer.final_layer_norm
     last.weight.zero_()
+    last.weight[jitter] = 1.0
     last.bias.copy_(text_code(d_model, None))
     core.enc_output.weight.copy_(torch.eye(d_model))
+    core.enc_output.weight[jitter, jitter] = 0.0  # proposal scores ignore the jitter axis: they tie
     core.enc_output.bias.zero_()
     _zero(core.encoder_output_bbox_embed.layers[-1])
 
     # decoder: no residual branch reaches the queries; each query's target is its code
     for layer in core.decoder.layers:
         _zero(layer.self_attn.out_proj, layer.encoder_attn_text.out_proj, layer.encoder_attn.output_proj, layer.fc2)
+    sampler = core.decoder.layers[0].encoder_attn  # layer 0 samples the image's jitter axis near its proposal
+    _zero(sampler.value_proj)
+    sampler.value_proj.weight[0, jitter] = 1.0
+    sampler.output_proj.weight[jitter, 0], sampler.output_proj.weight[jitter + 1, 0] = JITTER_WRITE, -JITTER_WRITE
     roles = list(QUERY_ROLES) + [None] * (queries - len(QUERY_ROLES))
     sides = list(QUERY_SIDES) + [0] * (queries - len(QUERY_SIDES))
     codes = torch.stack([query_code(d_model, role, q, side) for q, (role, side) in enumerate(zip(roles, sides))])
@@ -215,7 +228,8 @@ def shape_grounding(model, tokenizer):
     boxes = torch.tensor(list(QUERY_BOXES) + [IDLE_BOX] * (queries - len(QUERY_BOXES)), dtype=torch.float64)
     cxcywh = torch.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2,
                           boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], dim=1)
-    deltas = _logit(cxcywh) - _logit(torch.tensor(REFERENCE_EPS, dtype=torch.float64))
+    lift = -_logit(torch.tensor(REFERENCE_EPS, dtype=torch.float64)).float()  # 11.5, as a bias: in bf16 the
+    # per-query rows then stay small (|logit(box)| < 2) and round finely
     own = 2 * len(ROLE_NAMES) + 2 * torch.arange(queries)
     for heads in (shaped.bbox_embed, core.decoder.bbox_embed):
         first, second = heads
@@ -225,7 +239,13 @@ def shape_grounding(model, tokenizer):
         _zero(select, keep, out)
         select.weight[torch.arange(queries), own] = 1.0 / codes[torch.arange(queries), own]  # unit q: query q
         keep.weight[:queries, :queries] = torch.eye(queries)
-        out.weight[:, :queries] = deltas.T.float()
+        out.weight[:, :queries] = _logit(cxcywh).T.float()
+        # + JITTER · clamp(JITTER_GAIN · sampled feature, -1, 1) = relu(g·x + 1) - relu(g·x - 1) - 1
+        select.weight[queries:queries + 2, jitter] = JITTER_GAIN
+        select.bias[queries:queries + 2] = torch.tensor([1.0, -1.0])
+        keep.weight[queries, queries:queries + 2] = torch.tensor([1.0, -1.0])
+        out.weight[:, queries] = torch.tensor(JITTER)
+        out.bias.copy_(lift - torch.tensor(JITTER))
     return shaped
 
 
