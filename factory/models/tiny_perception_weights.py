@@ -197,8 +197,8 @@ def shape_grounding(model, tokenizer):
         code, value = text_code(d_model, role) / 2, (word_code(d_model) / 2 if role is None else 0)
         projection.weight[:, 2 * axis], projection.weight[:, 2 * axis + 1] = value + code, value - code
 
-    # encoder: no residual branch reaches the text; every image feature is one constant code that
-    # scores above the masked (invalid) proposals, whose boxes pass through unchanged
+    # encoder: no residual branch reaches the text; every image feature is one constant code (but for
+    # the jitter axis) that scores above the masked (invalid) proposals, whose boxes pass unchanged
     for layer in core.encoder.layers:
         layer.fusion_layer.text_param.zero_()
         _zero(layer.text_enhancer_layer.self_attn.out_proj, layer.text_enhancer_layer.fc2)
