@@ -113,14 +113,17 @@ def cpu_overrides(out: Path, segmentation_family: str = "sam") -> dict[str, Any]
 def write_tiny_weights(out: Path, seed: int = 0) -> Path:
     """Write every role's tiny model under ``out`` plus ``cpu.yaml`` / ``cpu-sam2.yaml``; returns cpu.yaml."""
     from factory.models.perception import _tiny_grounding, _tiny_sam, _tiny_sam2
+    from factory.models.tiny_perception_weights import shape_grounding, shape_sam
     from factory.models.vlm import _tiny_qwen2_vl
 
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     write_flux(out / "flux", seed)
-    write_pretrained(out / "grounding", *_tiny_grounding(seed))
-    write_pretrained(out / "sam", *_tiny_sam(seed))
-    write_pretrained(out / "sam2", *_tiny_sam2(seed))
+    grounding, grounding_processor = _tiny_grounding(seed)
+    write_pretrained(out / "grounding", shape_grounding(grounding, grounding_processor.tokenizer), grounding_processor)
+    for family, build in (("sam", _tiny_sam), ("sam2", _tiny_sam2)):
+        model, processor = build(seed)
+        write_pretrained(out / family, shape_sam(model), processor)
     write_pretrained(out / "vlm", *_tiny_qwen2_vl(seed))
     write_lpips(out / "lpips", seed)
     (out / "cpu.yaml").write_text(yaml.safe_dump(cpu_overrides(out), sort_keys=False))
