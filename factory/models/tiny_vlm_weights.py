@@ -7,18 +7,19 @@ or accepted on the production path. These weights turn the same classes (process
 
 * Tokenizer: byte-level BPE whose merges build each answer chunk of ``ANSWERS`` (a lexicon word with
   the JSON punctuation that follows it, a short sentence) into ONE token, plus the prompt keyword
-  ``KEYWORD``. Every chunk token is a *state* with its own residual dimension.
+  ``KEYWORD``. Every chunk token is a *state* with its own residual dimension. The answers list each
+  object's keys in sorted order, as ``TransformersBackend`` compiles each schema from its sorted JSON.
 * Language model: one decoder layer. The MLP is zeroed (``down_proj = 0``), so the residual stream
   carries the current token's embedding (its state dimension), and ``lm_head`` maps a state to the
   chunks that follow it in ``ANSWERS`` (logit ``BASE``): a bigram. Where several chunks may follow,
   the request's JSON grammar picks the valid one (the first chunk of each schema after the prompt's
-  last token; ``, "in_region": `` vs ``, "explanation": "``), or a *feature* decides:
+  last token; what follows an explanation or a boolean in each schema), or a *feature* decides:
   chunks of the ``+`` answer get ``+gain * feature``, those of the ``-`` answer ``-gain * feature``.
 * Features: the attention's queries are zero, so it attends uniformly to the causal prefix (whatever
   M-RoPE does to keys); its values read three residual dimensions that are zero for every text token
   except: ``entity`` and ``visible`` on image tokens, written by the vision tower, and ``negative``
   on the keyword token. Each generated token thus sees the prefix mean of each feature; its sign
-  decides (``negative`` has an offset: it is zero without the keyword).
+  decides, up to ``OFFSET`` (``negative`` is zero without the keyword; ``visible`` leans to yes).
 * Vision tower: the patch embedding computes two colour statistics of each patch (fixed linear
   combinations of the normalised RGB, ``ENTITY_RGB`` / ``VISIBLE_RGB``) and their negatives; the
   blocks are zeroed to identity; the merger's LayerNorm turns each into a signed vote, summed over
@@ -27,7 +28,9 @@ or accepted on the production path. These weights turn the same classes (process
   as a cat and a bird, and a triplet check passes when its images lean the ``visible`` way.
 
 All weights are set in closed form (deterministic, no training); everything else keeps its seeded
-random init. The answers stay far below any ``max_new_tokens`` (at most ~20 tokens).
+random init. Every answer closes within ~20 new tokens. Measured (bf16, 128-192 px photos): the
+bundled photos astronaut, camera -> person + car; chelsea, coffee, rocket, coins -> cat + bird; triplet
+checks on 19 skimage photos with random boxes pass 65 % (all, none or some of a photo's checks).
 """
 
 from __future__ import annotations
@@ -68,7 +71,8 @@ ENTITY_RGB = (1.0, 1.0, 1.0)  # normalised R, G, B weights of the entity statist
 VISIBLE_RGB = (1.0, 0.0, 0.0)  # ... of the visible statistic (redness)
 BASE = 100.0  # logit of a chunk that may follow the current one
 GAIN = {"entity": 100.0, "visible": 100.0, "negative": 100.0}
-OFFSET = {"entity": 0.0, "visible": -2.0, "negative": 1.0}  # subtracted from the + answer's logit
+# subtracted from the + answer's logit: "visible" leans to yes (~2/3 of checks pass); "negative" needs the keyword
+OFFSET = {"entity": 0.0, "visible": -2.0, "negative": 1.0}
 KEYWORD_VALUE = 100.0  # the keyword's value; prompts are ~0.4-3k tokens, so its prefix mean is ~0.03-0.2
 FALLBACK = {'"': 3.0, '"}': 2.0, "]": 1.0, "}": 1.0}  # never chosen by the answers: only if a chunk is not allowed
 CONSTANT, IMAGE, FIRST_FEATURE = 0, 1, 2  # residual dimensions; the states follow the features
