@@ -91,7 +91,7 @@ def _tiny_qwen2_vl(seed: int):
                          pad_token_id=ids["<|endoftext|>"], hidden_size=hidden, intermediate_size=16,
                          num_hidden_layers=1, num_attention_heads=heads, num_key_value_heads=heads,
                          max_position_embeddings=32768,
-                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
                                           "mrope_section": [rotary - 2 * (rotary // 3), rotary // 3, rotary // 3]}),
         vision_config=dict(depth=1, embed_dim=tiny_vlm_weights.VISION_DIM, hidden_size=hidden, num_heads=2,
                            mlp_ratio=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_chans=3),
