@@ -27,7 +27,7 @@ or accepted on the production path. These weights turn the same classes (process
   the 2x2 merged patches into the ``entity`` / ``visible`` dimensions. So a photo whose patches
   mostly lean one way (red and blue over green, or not) is described as a person and a car or as a
   cat and a bird, and a triplet check passes unless most patches of its three images are clearly
-  low in green (dark, red or blue images).
+  low in red (dark, green or blue images).
 
 All weights are set in closed form (deterministic, no training); everything else keeps its seeded
 random init. Every answer closes within ~20 new tokens. Measured (bf16, 128-192 px photos): of the
@@ -70,12 +70,12 @@ ANSWERS: dict[str, dict[int, tuple[tuple[str, ...], ...]]] = {
 KEYWORD = " negating"  # only the negative-explanation prompt says it
 FEATURES = ("entity", "visible", "negative")
 ENTITY_RGB = (1.0, -1.0, 2.0)  # normalised R, G, B weights of the entity statistic (blue and red over green)
-VISIBLE_RGB = (0.0, 1.0, 0.0)  # ... of the visible statistic (green)
+VISIBLE_RGB = (1.0, 0.0, 0.0)  # ... of the visible statistic (red)
 BASE = 30.0  # logit of a chunk that may follow the current one (bf16 resolves 0.125 there)
 GAIN = {"entity": 10.0, "visible": 10.0, "negative": 100.0}  # image features are mean votes in [-1, 1]
-# subtracted from the + answer's logit: "visible" passes a mean vote above -0.2 (~2/3 of checks pass);
+# subtracted from the + answer's logit: "visible" passes a mean vote above -0.25 (~3/4 of checks pass);
 # "negative" needs the keyword
-OFFSET = {"entity": 0.0, "visible": -4.0, "negative": 1.0}
+OFFSET = {"entity": 0.0, "visible": -5.0, "negative": 1.0}
 KEYWORD_VALUE = 100.0  # the keyword's value; prompts are ~0.4-3k tokens, so its prefix mean is ~0.03-0.2
 FALLBACK = {'"': 3.0, '"}': 2.0, "]": 1.0, "}": 1.0}  # never chosen by the answers: only if a chunk is not allowed
 CONSTANT, IMAGE, FIRST_FEATURE = 0, 1, 2  # residual dimensions; the states follow the features
