@@ -1,8 +1,9 @@
 """The VLM: a backend behind ``generate_json`` (see ``agents.vlm``), chosen by ``models.vlm``.
 
 ``backend: scripted``: no model, deterministic answers from a lexicon (the tiny preset's VLM).
-``tiny``: a randomly initialised Qwen2-VL (the production class family) from a small config, with
-a byte-level BPE tokenizer trained offline on a few JSON strings and a Qwen-style chat template.
+``tiny``: a tiny Qwen2-VL (the production class family) from a small config, with a byte-level BPE
+tokenizer, a Qwen-style chat template and hand-set weights that answer like a very bad but usable VLM
+(``factory.models.tiny_vlm_weights``).
 ``pretrained``: ``backend: transformers`` loads the model + processor from a folder / the HF cache;
 ``backend: vllm`` starts an offline vLLM engine (GPU nodes); ``backend: openai`` talks to any
 OpenAI-compatible server (``base_url``), key from ``api_key_env``.
@@ -23,13 +24,6 @@ CHAT_TEMPLATE = (
     "{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
     "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-TOKENIZER_CORPUS = (
-    '{"caption": "a photo of a person with a cat", "entities": [{"name": "person", "peripheral": ["hand", "ear", '
-    '"eye", "finger"], "intermediate": ["arm", "leg", "head", "face"]}, {"name": "car", "peripheral": ["wheel", '
-    '"mirror"], "intermediate": ["door"]}]}',
-    '{"visible": true, "in_region": false, "explanation": "the hand has an extra finger", "label": "extra finger"}',
-    '{"explanation": "two objects are melted together and the tail is missing.", "label": "missing part"}',
-)
 
 
 def load_vlm(models: ModelsConfig):
@@ -47,7 +41,7 @@ def load_vlm(models: ModelsConfig):
         from agents.vlm.transformers_backend import TransformersBackend
 
         model, processor = _tiny_qwen2_vl(models.seed)
-        return TransformersBackend(copy.deepcopy(model), processor, f"tiny-random-qwen2-vl(seed={models.seed})",
+        return TransformersBackend(copy.deepcopy(model), processor, f"tiny-qwen2-vl(seed={models.seed})",
                                    max_new_tokens=vlm.max_new_tokens)
     if vlm.backend == "vllm":
         from agents.vlm.vllm_backend import VLLMBackend
@@ -80,32 +74,34 @@ def tiny_image_processor():
 
 
 def _tiny_qwen2_vl(seed: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration,
-                              Qwen2VLProcessor, Qwen2VLVideoProcessor)
+    """The tiny Qwen2-VL and its processor, with the hand-set weights of ``factory.models.tiny_vlm_weights``
+    (a photo-dependent bigram model that answers every request of the agents usably); the other weights
+    are random from ``seed``."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor, Qwen2VLVideoProcessor
 
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    backend.train_from_iterator(list(TOKENIZER_CORPUS) * 10, trainer)  # deterministic for a fixed corpus
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                        additional_special_tokens=list(SPECIAL_TOKENS[1:]), padding_side="left")
+    from factory.models import tiny_vlm_weights
+
+    tokenizer = tiny_vlm_weights.tiny_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    hidden, heads = tiny_vlm_weights.hidden_size(), 2
+    rotary = hidden // heads // 2
     config = Qwen2VLConfig(
         text_config=dict(vocab_size=len(tokenizer), bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
-                         pad_token_id=ids["<|endoftext|>"], hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]}),
-        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=14,
-                           spatial_merge_size=2, temporal_patch_size=2, in_chans=3),
+                         pad_token_id=ids["<|endoftext|>"], hidden_size=hidden, intermediate_size=16,
+                         num_hidden_layers=1, num_attention_heads=heads, num_key_value_heads=heads,
+                         max_position_embeddings=32768,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
+                                          "mrope_section": [rotary - 2 * (rotary // 3), rotary // 3, rotary // 3]}),
+        vision_config=dict(depth=1, embed_dim=tiny_vlm_weights.VISION_DIM, hidden_size=hidden, num_heads=2,
+                           mlp_ratio=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_chans=3),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        tie_word_embeddings=False)
     with seeded(seed):
         model = Qwen2VLForConditionalGeneration(config).eval()
+    tiny_vlm_weights.shape_weights(model, tokenizer)
     processor = Qwen2VLProcessor(image_processor=tiny_image_processor(), tokenizer=tokenizer,
                                  video_processor=Qwen2VLVideoProcessor(), chat_template=CHAT_TEMPLATE)
     return model, processor
