@@ -20,7 +20,7 @@ def preset_overrides(name: str) -> dict[str, Any]:
         # Random tiny models of the production classes: proves mechanics, not artifact quality.
         return {
             # The VLM is scripted (no model); the tiny Grounding DINO and SAM get a seeded layout
-            # (factory.models.tiny_layout) that meets the real perception thresholds.
+            # (factory.models.tiny.layout) that meets the real perception thresholds.
             "models": {"vlm": {"backend": "scripted"}},
             "image": {"min_short_side": 128, "max_side": 192},
             "injection": {"num_steps": 4, "pe_steps": {"add": 4, "remove": 4, "distort": 3, "fuse": 3},

@@ -75,7 +75,7 @@ def samples_run(tmp_path_factory) -> Path:
 def tiny_weights(tmp_path_factory) -> Path:
     """``python -m factory.models.tiny --out DIR``: every role's tiny model in the real presets' layouts,
     plus ``DIR/cpu.yaml`` / ``DIR/cpu-sam2.yaml`` pointing a real preset at them on a CPU."""
-    from factory.models.tiny import main
+    from factory.models.tiny.writer import main
 
     out = tmp_path_factory.mktemp("tiny_weights")
     assert main(["--out", str(out)]) == 0

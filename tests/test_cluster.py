@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 def test_ray_job_submit_on_a_local_head(tmp_path):
     """The README's submit command against a head started as ``ray_cluster.yaml`` starts it (token auth)."""
-    from factory.models.tiny_vae import cache_dir
+    from factory.models.tiny.vae import cache_dir
 
     out = tmp_path / "run"
     with local_head(tmp_path / "home", extra_env={"FLAWFORGE_CACHE": str(cache_dir())}) as head:

@@ -112,7 +112,7 @@ def test_the_tiny_vlm_receives_the_export_in_the_same_frame(export_dir):
     """The tiny Qwen2-VL (the model the tests answer and train with) has the export's frame: its processor
     leaves an exported image unresized and patches it into Qwen2.5-VL's grid, so a test on the export checks
     the boxes in the pixels the tiny model sees."""
-    from factory.models.vlm import tiny_image_processor
+    from factory.models.tiny.vlm import tiny_image_processor
 
     for record in _records(export_dir):
         image = Image.open(export_dir / record["images"][0]).convert("RGB")

@@ -5,7 +5,7 @@
 every folder through the project's own loaders, run every role once in bf16 on a real photo, and
 run ``factory.run`` end to end on flux-dev, flux-schnell and flux-dev with SAM 2: each ends with exactly
 n accepted under the preset's own thresholds, and the runs accept all four tools. The tiny weights are
-hand-set at write time (``factory.models.tiny_perception_weights``, ``factory.models.tiny_vlm_weights``), so
+hand-set at write time (``factory.models.tiny.perception_weights``, ``factory.models.tiny.vlm_weights``), so
 grounding, segmentation and the VLM's answers are usable and photo-dependent.
 """
 

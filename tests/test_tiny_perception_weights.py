@@ -1,4 +1,4 @@
-"""The shaped tiny Grounding DINO / SAM / SAM 2 (``factory.models.tiny_perception_weights``), written
+"""The shaped tiny Grounding DINO / SAM / SAM 2 (``factory.models.tiny.perception_weights``), written
 to disk and loaded by the production loaders (``kind: pretrained``, the preset's bf16 and
 thresholds), give the agents entity and part boxes and masks inside those boxes, and a plan that
 reaches every tool: no hooks involved."""
@@ -17,9 +17,10 @@ from agents.planner import PlanArtifacts
 from agents.step import Pixels
 from agents.vlm.scripted_backend import ROLES
 from factory.config import load_config
-from factory.models.perception import _tiny_grounding, _tiny_sam, _tiny_sam2, load_grounding, load_segmentation
-from factory.models.tiny import CPU_IMAGE, write_pretrained
-from factory.models.tiny_perception_weights import QUERY_BOXES, shape_grounding, shape_sam
+from factory.models.perception import load_grounding, load_segmentation
+from factory.models.tiny.perception import tiny_grounding, tiny_sam, tiny_sam2
+from factory.models.tiny.writer import CPU_IMAGE, write_pretrained
+from factory.models.tiny.perception_weights import QUERY_BOXES, shape_grounding, shape_sam
 from factory.sources import prepare_image
 from shards.images import encode_png
 from shards.record import Sample
@@ -31,9 +32,9 @@ PHRASES = ["cat", "ear", "paw", "head", "dog", "tail", "leg"]
 @pytest.fixture(scope="module")
 def shaped(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_perception")
-    model, processor = _tiny_grounding(0)
+    model, processor = tiny_grounding(0)
     write_pretrained(folder / "grounding", shape_grounding(model, processor.tokenizer), processor)
-    for family, build in (("sam", _tiny_sam), ("sam2", _tiny_sam2)):
+    for family, build in (("sam", tiny_sam), ("sam2", tiny_sam2)):
         model, processor = build(0)
         write_pretrained(folder / family, shape_sam(model), processor)
     return folder

@@ -19,7 +19,8 @@ from agents.vlm import VLMRequest
 from agents.vlm.scripted_backend import LEXICON, ROLES, ScriptedBackend
 from factory.config import TOOLS, load_config
 from factory.models.lpips import load_lpips
-from factory.models.perception import TINY_VOCABULARY, load_grounding, load_segmentation
+from factory.models.perception import load_grounding, load_segmentation
+from factory.models.tiny.perception import TINY_VOCABULARY
 from factory.models.vlm import load_vlm
 from factory.sources import SAMPLE_PHOTOS, prepare_image
 from factory.steps import CurationModels, PerceptionModels, curation_steps, perception_steps

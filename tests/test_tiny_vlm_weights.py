@@ -18,9 +18,10 @@ from agents.step import Pixels
 from agents.verdicts import Verdicts
 from agents.vlm.scripted_backend import LEXICON, ROLES
 from factory.config import load_config
-from factory.models.perception import _tiny_grounding
-from factory.models.tiny import CPU_IMAGE, write_pretrained
-from factory.models.vlm import _tiny_qwen2_vl, load_vlm
+from factory.models.tiny.perception import tiny_grounding
+from factory.models.tiny.writer import CPU_IMAGE, write_pretrained
+from factory.models.tiny.vlm import tiny_qwen2_vl
+from factory.models.vlm import load_vlm
 from factory.sources import SAMPLE_PHOTOS, prepare_image
 from shards.images import encode_png, encode_rle
 from shards.record import Artifact, Sample
@@ -44,7 +45,7 @@ class Recorder:
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-vlm") / "vlm"
-    write_pretrained(folder, *_tiny_qwen2_vl(0))
+    write_pretrained(folder, *tiny_qwen2_vl(0))
     config = load_config("flux-dev", overrides={
         "models.device": "cpu", "models.vlm.backend": "transformers", "models.vlm.model.kind": "pretrained",
         "models.vlm.model.path": str(folder), "image.min_short_side": CPU_IMAGE["min_short_side"],
@@ -65,7 +66,7 @@ def test_the_tiny_vlm_describes_checks_and_explains_like_a_bad_but_usable_vlm(lo
     config, vlm = loaded
     samples, pixels = [_sample(name, config) for name in SAMPLE_PHOTOS], Pixels()
     Describe(vlm, config.perception.max_phrases)(samples, pixels)
-    bert = _tiny_grounding(0)[1].tokenizer
+    bert = tiny_grounding(0)[1].tokenizer
     entities = {}
     for sample in samples:
         assert sample.status == "pending" and sample.caption.startswith("a photo of"), sample.reject_reason

@@ -35,10 +35,10 @@ def free_port() -> int:
 
 def write_tiny_vlm(folder: Path, seed: int = 0) -> Path:
     """The tiny Qwen2-VL (``factory.models.vlm``) as a transformers model + processor folder."""
-    from factory.models.tiny import write_pretrained
-    from factory.models.vlm import _tiny_qwen2_vl
+    from factory.models.tiny.writer import write_pretrained
+    from factory.models.tiny.vlm import tiny_qwen2_vl
 
-    write_pretrained(folder, *_tiny_qwen2_vl(seed))
+    write_pretrained(folder, *tiny_qwen2_vl(seed))
     return folder
 
 

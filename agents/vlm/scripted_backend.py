@@ -7,7 +7,7 @@ templates, choosing with a generator seeded by ``seed`` and a hash of the reques
 pixels' values, so an answer cannot hinge on the last bit of a float (another CPU, another batch): the
 same photo always gets the same vocabulary and the same artifact the same verdict. A ``visible_share`` of triplet checks say visible and in the region; the rest fail one or
 both, so curation rejects some artifacts. Every answer is validated against the request's schema.
-The lexicon is also what the tiny Grounding DINO layout (``factory.models.tiny_layout``) reads to
+The lexicon is also what the tiny Grounding DINO layout (``factory.models.tiny.layout``) reads to
 tell entities from parts.
 """
 

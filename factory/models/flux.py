@@ -4,7 +4,7 @@
 ``text_encoder_2/``, ``tokenizer/``, ``tokenizer_2/``) from a local folder or the HF cache.
 ``kind: tiny`` builds the same classes with random weights and FLUX's shapes (16 latent channels,
 8× VAE, 2×2 packing, RoPE over (index, row, col)) — the VAE alone is then fitted for a few seconds
-to reconstruct photos (``factory.models.tiny_vae``) — and real-format tokenizers built offline
+to reconstruct photos (``factory.models.tiny.vae``) — and real-format tokenizers built offline
 from ``TINY_WORDS``: a byte-level BPE CLIP tokenizer (``</w>`` word ends, ``<|startoftext|>`` /
 ``<|endoftext|>``, merges learned deterministically) and a Unigram T5 tokenizer (``<pad>``,
 ``</s>``, ``<unk>``, 100 ``<extra_id_*>``). ``factory.models.tiny`` writes the same models and
@@ -25,7 +25,7 @@ from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config
 
 from factory.config import ModelsConfig
 from factory.models.common import load_pretrained, resolve_device, resolve_dtype, seeded
-from factory.models.tiny_vae import fitted_tiny_vae
+from factory.models.tiny.vae import fitted_tiny_vae
 from tools.flux.components import FluxComponents
 
 TINY_WORDS = ("a an the of and with in on at photo picture image person man woman astronaut cat dog car bike "

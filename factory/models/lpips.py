@@ -26,6 +26,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")  # preference order in
 def load_lpips(models: ModelsConfig):
     spec = models.lpips
     if spec.kind == "tiny":
+        from factory.models.tiny.lpips import tiny_lpips
+
         metric = tiny_lpips(models.seed)
     elif spec.path == HUB_CACHE_PATH:
         cached = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
@@ -43,12 +45,6 @@ def load_lpips(models: ModelsConfig):
         except ValueError as err:
             raise ModelNotFoundError("LPIPS", str(path), str(err)) from err
     return metric.to(resolve_device(models), resolve_dtype(models)).eval().requires_grad_(False)
-
-
-def tiny_lpips(seed: int):
-    """LPIPS with the package's linear heads on a random AlexNet built under ``seed``."""
-    with seeded(seed):
-        return alex_lpips(pnet_rand=True)
 
 
 def alex_lpips(pnet_rand: bool):

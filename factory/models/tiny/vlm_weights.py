@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import torch
 
-from factory.models.vlm import SPECIAL_TOKENS
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>")
 
 FLAW = "the marked part breaks the structure of a real object"
 PLAUSIBLE = "every part has the expected count, shape and connections"

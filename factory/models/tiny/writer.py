@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +77,8 @@ def write_pretrained(folder: Path, model, processor) -> None:
 def write_lpips(folder: Path, seed: int) -> None:
     from safetensors.torch import save_file
 
-    from factory.models.lpips import alexnet_features, tiny_lpips
+    from factory.models.lpips import alexnet_features
+    from factory.models.tiny.lpips import tiny_lpips
 
     folder.mkdir(parents=True, exist_ok=True)
     save_file(alexnet_features(tiny_lpips(seed).net), folder / "alexnet.safetensors")
@@ -112,19 +112,19 @@ def cpu_overrides(out: Path, segmentation_family: str = "sam") -> dict[str, Any]
 
 def write_tiny_weights(out: Path, seed: int = 0) -> Path:
     """Write every role's tiny model under ``out`` plus ``cpu.yaml`` / ``cpu-sam2.yaml``; returns cpu.yaml."""
-    from factory.models.perception import _tiny_grounding, _tiny_sam, _tiny_sam2
-    from factory.models.tiny_perception_weights import shape_grounding, shape_sam
-    from factory.models.vlm import _tiny_qwen2_vl
+    from factory.models.tiny.perception import tiny_grounding, tiny_sam, tiny_sam2
+    from factory.models.tiny.perception_weights import shape_grounding, shape_sam
+    from factory.models.tiny.vlm import tiny_qwen2_vl
 
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     write_flux(out / "flux", seed)
-    grounding, grounding_processor = _tiny_grounding(seed)
+    grounding, grounding_processor = tiny_grounding(seed)
     write_pretrained(out / "grounding", shape_grounding(grounding, grounding_processor.tokenizer), grounding_processor)
-    for family, build in (("sam", _tiny_sam), ("sam2", _tiny_sam2)):
+    for family, build in (("sam", tiny_sam), ("sam2", tiny_sam2)):
         model, processor = build(seed)
         write_pretrained(out / family, shape_sam(model), processor)
-    write_pretrained(out / "vlm", *_tiny_qwen2_vl(seed))
+    write_pretrained(out / "vlm", *tiny_qwen2_vl(seed))
     write_lpips(out / "lpips", seed)
     (out / "cpu.yaml").write_text(yaml.safe_dump(cpu_overrides(out), sort_keys=False))
     (out / "cpu-sam2.yaml").write_text(yaml.safe_dump(cpu_overrides(out, "sam2"), sort_keys=False))
@@ -145,6 +145,3 @@ def main(argv: list[str] | None = None) -> int:
           f"  (SAM 2: --config {config.parent / 'cpu-sam2.yaml'})")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

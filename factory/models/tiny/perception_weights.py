@@ -28,7 +28,7 @@ embedding does not have)
   proposals (finite reference points, also in bf16). The first decoder layer's box head drives
   every reference point to 0 (logit -11.5 after the eps clamp); the second adds each query's
   ``logit(box) + 11.5`` (its own axis pair selects its row), so ``pred_boxes`` are
-  ``QUERY_BOXES``: the layout of ``factory.models.tiny_layout`` made fixed — two entity boxes in
+  ``QUERY_BOXES``: the layout of ``factory.models.tiny.layout`` made fixed — two entity boxes in
   opposite corners overlapping by about a third of a side (fuse), a small peripheral part (add,
   remove) and a larger intermediate part (distort) inside each entity, clear of the overlap and
   of each other — moved by a bounded, photo-dependent ``JITTER`` (a few pixels): the first
