@@ -7,13 +7,15 @@ NMS, mask post-processing, linking and size filters run unchanged:
 
 * Grounding DINO (``logits``, ``pred_boxes``): each phrase of the caption is decoded from its token
   span and classified by the scripted VLM's lexicon. The first two entity phrases (or one phrase
-  twice) get two boxes whose ellipses overlap a little (fuse); each part gets one small box inside
-  an entity — peripheral parts (add, remove), intermediate parts a little larger (distort) — and
-  every part covers one anchor point in the two entities' overlap. So every two candidate
-  artifacts share a token cell and the plan takes one artifact per image (which one varies by
-  sample seed): artifacts stay local, a few cells each, at the preset's small image sides. Sizes
-  and positions are drawn from a generator seeded by the model seed and a hash of the photo's
-  pixels (``pixel_values`` inside ``pixel_mask``), so layouts vary by photo and never by batch.
+  twice) get two boxes whose ellipses overlap a little (enough to fuse on some photos); each part
+  gets one small box inside its entity — peripheral parts (add, remove), intermediate parts a
+  little larger (distort) — covering one anchor point, in the first entity next to the second. So
+  every two candidate artifacts share a token cell and the plan takes one artifact per image (which
+  one varies by sample seed): artifacts stay local, a few cells each, even at the tiny preset's
+  128-192 px sides (a part is then 2-3 cells wide, and its change mask that plus a one-cell
+  dilation). Sizes and positions are drawn from a generator seeded by the model seed and a hash
+  of the photo's pixels (``pixel_values`` inside ``pixel_mask``), so layouts vary by photo and
+  never by batch.
 * SAM (``pred_masks``, ``iou_scores``): every prompt box gets the ellipse inscribed in it, as
   low-resolution mask logits; the first multimask output scores best.
 """
@@ -34,7 +36,9 @@ Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in frame units (the sh
 
 ENTITY_SPAN = (0.53, 0.57)  # entity box side, as a share of the image side
 ENTITY_MARGIN = (0.02, 0.06)  # gap between an entity box and the image border, as a share of the side
-PART_SIDE = {"peripheral": (0.145, 0.16), "intermediate": (0.15, 0.17)}  # part box side, in long sides
+# part box side, in long sides: ~28-33 px at the tiny preset's 192, just above min_part_pixels once SAM's coarse
+# ellipse is clipped to its box
+PART_SIDE = {"peripheral": (0.145, 0.16), "intermediate": (0.15, 0.17)}
 PART_ASPECT = {"peripheral": (0.85, 1.15), "intermediate": (0.8, 1.25)}  # width / height
 PART_INSIDE = 0.95  # a part's ellipse lies within this scaled copy of its parent's ellipse
 ANCHOR_INSIDE = 0.95  # the anchor lies within this scaled copy of every part's ellipse
@@ -121,8 +125,9 @@ def layout(phrases: list[str], width: float, height: float, rng: np.random.Gener
     """(phrase index, box in frame units, confidence) for every phrase that gets a box.
 
     A part belongs to the entity whose phrase came last before it when the two boxes are two
-    different entities, otherwise to the box with fewer parts so far. Intermediate (larger) parts
-    are placed first; a part that finds no room is left out.
+    different entities, otherwise to the box with fewer parts so far. Peripheral and intermediate
+    parts are placed in turn around the anchor (``_anchor``); a part that finds no room there (all
+    of the second entity's parts, unless the anchor lies in it too) is left out.
     """
     roles = [ROLES.get(" ".join(p.lower().split())) for p in phrases]
     entities = [i for i, role in enumerate(roles) if role == "entity"]
@@ -145,7 +150,7 @@ def layout(phrases: list[str], width: float, height: float, rng: np.random.Gener
     anchor = _anchor(boxes)
     placed: list[Box] = []
     rank = {i: sum(roles[j] == roles[i] for j in parent if j < i) for i in parent}
-    for i in sorted(parent, key=lambda i: (rank[i], roles[i] != "peripheral")):  # peripheral and intermediate in turn
+    for i in sorted(parent, key=lambda i: (rank[i], roles[i] != "peripheral")):
         box = _place_part(roles[i], boxes[parent[i]], anchor, placed, max(width, height), rng)
         if box is not None:
             placed.append(box)
