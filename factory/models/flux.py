@@ -3,7 +3,7 @@
 ``kind: pretrained`` loads a diffusers FLUX repo (``transformer/``, ``vae/``, ``text_encoder/``,
 ``text_encoder_2/``, ``tokenizer/``, ``tokenizer_2/``) from a local folder or the HF cache.
 ``kind: tiny`` builds the same classes with random weights and FLUX's shapes (16 latent channels,
-8× VAE, 2×2 packing, RoPE over (index, row, col)) — the VAE alone is then fitted for a few seconds
+8× VAE, 2×2 packing, RoPE over (index, row, col)) — the VAE alone is then fitted (minutes, once per machine)
 to reconstruct photos (``factory.models.tiny.vae``) — and real-format tokenizers built offline
 from ``TINY_WORDS``: a byte-level BPE CLIP tokenizer (``</w>`` word ends, ``<|startoftext|>`` /
 ``<|endoftext|>``, merges learned deterministically) and a Unigram T5 tokenizer (``<pad>``,
@@ -148,9 +148,9 @@ def _tiny_state(seed: int) -> dict:
             transformer.proj_out.weight.mul_(TINY_VELOCITY_GAIN)
             transformer.proj_out.bias.mul_(TINY_VELOCITY_GAIN)
         vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(8, 8, 8, 8),
+            in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(16, 32, 32, 32),
             down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=1, norm_num_groups=4, sample_size=64, use_quant_conv=False,
+            layers_per_block=1, norm_num_groups=8, sample_size=64, use_quant_conv=False,
             use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611)
         clip = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=37,
                                             num_hidden_layers=2, num_attention_heads=4,

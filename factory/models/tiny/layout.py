@@ -7,10 +7,15 @@ NMS, mask post-processing, linking and size filters run unchanged:
 
 * Grounding DINO (``logits``, ``pred_boxes``): each phrase of the caption is decoded from its token
   span and classified by the scripted VLM's lexicon. The first two entity phrases (or one phrase
-  twice) get two overlapping boxes (fuse); each part gets one box inside an entity and off the other
-  one — peripheral parts small (add, remove), intermediate parts larger (distort). Sizes and
-  positions are drawn from a generator seeded by the model seed and a hash of the photo's pixels
-  (``pixel_values`` inside ``pixel_mask``), so layouts vary by photo and never by batch.
+  twice) get two boxes whose ellipses overlap a little (enough to fuse on some photos); each part
+  gets one small box inside its entity — peripheral parts (add, remove), intermediate parts a
+  little larger (distort) — covering one anchor point, in the first entity next to the second. So
+  every two candidate artifacts share a token cell and the plan takes one artifact per image (which
+  one varies by sample seed): artifacts stay local, a few cells each, even at the tiny preset's
+  128-192 px sides (a part is then 2-3 cells wide, and its change mask that plus a one-cell
+  dilation). Sizes and positions are drawn from a generator seeded by the model seed and a hash
+  of the photo's pixels (``pixel_values`` inside ``pixel_mask``), so layouts vary by photo and
+  never by batch.
 * SAM (``pred_masks``, ``iou_scores``): every prompt box gets the ellipse inscribed in it, as
   low-resolution mask logits; the first multimask output scores best.
 """
@@ -29,12 +34,16 @@ from agents.vlm.scripted_backend import ROLES
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in frame units (the short image side is 1)
 
-ENTITY_SPAN = (0.58, 0.66)  # entity box side, as a share of the image side
+ENTITY_SPAN = (0.53, 0.57)  # entity box side, as a share of the image side
 ENTITY_MARGIN = (0.02, 0.06)  # gap between an entity box and the image border, as a share of the side
-PART_SIDE = {"peripheral": (0.20, 0.26), "intermediate": (0.24, 0.34)}  # part box side, in short sides
-PART_ASPECT = {"peripheral": (0.85, 1.15), "intermediate": (0.7, 1.4)}  # width / height
+# part box side, in long sides: ~28-33 px at the tiny preset's 192, just above min_part_pixels once SAM's coarse
+# ellipse is clipped to its box
+PART_SIDE = {"peripheral": (0.145, 0.16), "intermediate": (0.15, 0.17)}
+PART_ASPECT = {"peripheral": (0.85, 1.15), "intermediate": (0.8, 1.25)}  # width / height
 PART_INSIDE = 0.95  # a part's ellipse lies within this scaled copy of its parent's ellipse
-PART_GAP = 0.03  # least gap between two part boxes
+ANCHOR_INSIDE = 0.95  # the anchor lies within this scaled copy of every part's ellipse
+ANCHOR_DEPTH = 0.75  # the anchor lies on this scaled copy of the first entity's ellipse
+PART_MAX_IOU = 0.35  # most IoU between two part boxes (grounding's NMS removes boxes above 0.5)
 PART_TRIES = 64  # positions drawn per part; the best valid one is kept
 SCORE = {"entity": (0.6, 0.9), "peripheral": (0.45, 0.85), "intermediate": (0.45, 0.85)}  # query confidence
 LOW_LOGIT = -12.0  # every other (query, token) pair: far below any threshold
@@ -61,18 +70,25 @@ def _ellipse_outline(box: Box, points: int = 24) -> tuple[np.ndarray, np.ndarray
     return cx + (box[2] - box[0]) / 2 * np.cos(angles), cy + (box[3] - box[1]) / 2 * np.sin(angles)
 
 
-def _share_in_ellipse(box: Box, ellipse_box: Box, samples: int = 7) -> float:
-    xs, ys = np.meshgrid(np.linspace(box[0], box[2], samples), np.linspace(box[1], box[3], samples))
-    return float(_in_ellipse(xs, ys, ellipse_box).mean())
+def _iou(box: Box, other: Box) -> float:
+    w = max(0.0, min(box[2], other[2]) - max(box[0], other[0]))
+    h = max(0.0, min(box[3], other[3]) - max(box[1], other[1]))
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (other[2] - other[0]) * (other[3] - other[1]) - w * h
+    return w * h / union
 
 
-def _apart(box: Box, other: Box, gap: float) -> bool:
-    return (box[2] + gap <= other[0] or other[2] + gap <= box[0] or box[3] + gap <= other[1]
-            or other[3] + gap <= box[1])
+def _anchor(boxes: tuple[Box, Box]) -> tuple[float, float]:
+    """Where every part goes: the point of the first entity's ``ANCHOR_DEPTH`` ellipse nearest the
+    second entity's centre along the line between the centres (in the overlap when it is wide)."""
+    (ax, ay), (bx, by) = (((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in boxes)
+    ts = np.linspace(0.0, 1.0, 201)
+    xs, ys = ax + ts * (bx - ax), ay + ts * (by - ay)
+    inside = np.flatnonzero(_in_ellipse(xs, ys, boxes[0], ANCHOR_DEPTH))
+    return float(xs[inside[-1]]), float(ys[inside[-1]])
 
 
 def _entity_boxes(width: float, height: float, rng: np.random.Generator) -> tuple[Box, Box]:
-    """Two boxes in opposite corners, overlapping by about a third of each side."""
+    """Two boxes in opposite corners whose inscribed ellipses overlap a little around the centre."""
     boxes = []
     for corner in (0, 1):
         w, h = rng.uniform(*ENTITY_SPAN) * width, rng.uniform(*ENTITY_SPAN) * height
@@ -84,23 +100,22 @@ def _entity_boxes(width: float, height: float, rng: np.random.Generator) -> tupl
     return boxes[0], boxes[1]
 
 
-def _place_part(kind: str, parent: Box, other: Box, placed: list[Box], rng: np.random.Generator) -> Box | None:
-    """Of ``PART_TRIES`` drawn boxes inside ``parent``'s ellipse and clear of the boxes placed so far,
-    the one reaching least into ``other``'s ellipse (where the two entities fuse)."""
+def _place_part(kind: str, parent: Box, anchor: tuple[float, float], placed: list[Box], long_side: float,
+                rng: np.random.Generator) -> Box | None:
+    """Of ``PART_TRIES`` drawn boxes inside ``parent``'s ellipse whose ellipse covers ``anchor``, the one
+    overlapping the boxes placed so far least (at most ``PART_MAX_IOU`` each)."""
     best: tuple[float, Box] | None = None
     for _ in range(PART_TRIES):
-        side, aspect = rng.uniform(*PART_SIDE[kind]), rng.uniform(*PART_ASPECT[kind])
+        side, aspect = rng.uniform(*PART_SIDE[kind]) * long_side, rng.uniform(*PART_ASPECT[kind])
         w, h = side * np.sqrt(aspect), side / np.sqrt(aspect)
-        if w >= parent[2] - parent[0] or h >= parent[3] - parent[1]:
-            continue
-        x0, y0 = rng.uniform(parent[0], parent[2] - w), rng.uniform(parent[1], parent[3] - h)
-        box = (x0, y0, x0 + w, y0 + h)
+        # the centre is drawn where the anchor lies within ANCHOR_INSIDE of the part's ellipse
+        radius, angle = ANCHOR_INSIDE * np.sqrt(rng.uniform()), rng.uniform(0, 2 * np.pi)
+        cx, cy = anchor[0] + radius * w / 2 * np.cos(angle), anchor[1] + radius * h / 2 * np.sin(angle)
+        box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
         if not _in_ellipse(*_ellipse_outline(box), parent, PART_INSIDE).all():
             continue
-        if not all(_apart(box, p, PART_GAP) for p in placed):
-            continue
-        overlap = _share_in_ellipse(box, other)
-        if best is None or overlap < best[0]:
+        overlap = max((_iou(box, p) for p in placed), default=0.0)
+        if overlap <= PART_MAX_IOU and (best is None or overlap < best[0]):
             best = (overlap, box)
     return None if best is None else best[1]
 
@@ -110,8 +125,9 @@ def layout(phrases: list[str], width: float, height: float, rng: np.random.Gener
     """(phrase index, box in frame units, confidence) for every phrase that gets a box.
 
     A part belongs to the entity whose phrase came last before it when the two boxes are two
-    different entities, otherwise to the box with fewer parts so far. Intermediate (larger) parts
-    are placed first; a part that finds no room is left out.
+    different entities, otherwise to the box with fewer parts so far. Peripheral and intermediate
+    parts are placed in turn around the anchor (``_anchor``); a part that finds no room there (all
+    of the second entity's parts, unless the anchor lies in it too) is left out.
     """
     roles = [ROLES.get(" ".join(p.lower().split())) for p in phrases]
     entities = [i for i, role in enumerate(roles) if role == "entity"]
@@ -131,10 +147,11 @@ def layout(phrases: list[str], width: float, height: float, rng: np.random.Gener
             else:
                 counts = Counter(parent.values())
                 parent[i] = 0 if counts[0] <= counts[1] else 1
+    anchor = _anchor(boxes)
     placed: list[Box] = []
-    for i in sorted(parent, key=lambda i: roles[i] != "intermediate"):
-        k = parent[i]
-        box = _place_part(roles[i], boxes[k], boxes[1 - k], placed, rng)
+    rank = {i: sum(roles[j] == roles[i] for j in parent if j < i) for i in parent}
+    for i in sorted(parent, key=lambda i: (rank[i], roles[i] != "peripheral")):
+        box = _place_part(roles[i], boxes[parent[i]], anchor, placed, max(width, height), rng)
         if box is not None:
             placed.append(box)
             out.append((i, box, float(rng.uniform(*SCORE[roles[i]]))))
