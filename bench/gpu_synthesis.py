@@ -26,7 +26,7 @@ from tools.flux.engine import FluxEngine  # noqa: E402
 
 def build(device: str):
     """FLUX.1-dev's transformer and VAE with random weights, bf16, on ``device``."""
-    from factory.models.flux import random_flux_dev
+    from factory.models.tiny.flux import random_flux_dev
 
     return random_flux_dev(torch.device(device), torch.bfloat16, text=False)
 

@@ -8,7 +8,7 @@ from PIL import Image
 from skimage import data
 
 from factory.config import LayerRange, load_config
-from factory.models.flux import tiny_flux
+from factory.models.tiny.flux import tiny_flux
 from tools.flux.engine import FluxEngine
 from tools.flux.latents import image_ids
 

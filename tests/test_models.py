@@ -86,7 +86,7 @@ def test_random_flux_dev_has_the_production_sizes():
     meta device here (no memory), in the requested dtype, ready for inference."""
     import torch
 
-    from factory.models.flux import random_flux_dev
+    from factory.models.tiny.flux import random_flux_dev
 
     parts = random_flux_dev(torch.device("meta"), torch.bfloat16)
     billions = {name: sum(p.numel() for p in getattr(parts, name).parameters()) / 1e9

@@ -34,7 +34,8 @@ from agents.step import Pixels
 from agents.synthesis import Synthesize
 from agents.vlm.base import VLMRequest
 from factory.config import Config, load_config
-from factory.models.flux import load_flux, tiny_flux
+from factory.models.flux import load_flux
+from factory.models.tiny.flux import tiny_flux
 from factory.models.lpips import alexnet_features, load_lpips
 from factory.models.perception import load_grounding, load_segmentation
 from factory.models.vlm import load_vlm

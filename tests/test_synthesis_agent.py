@@ -8,7 +8,7 @@ from skimage import data
 from agents.step import Pixels, run_steps
 from agents.synthesis import Synthesize
 from factory.config import load_config
-from factory.models.flux import tiny_flux
+from factory.models.tiny.flux import tiny_flux
 from shards.images import decode_array, decode_rle, encode_png
 from shards.record import Artifact, Sample
 

@@ -2,53 +2,32 @@
 
 ``kind: pretrained`` loads a diffusers FLUX repo (``transformer/``, ``vae/``, ``text_encoder/``,
 ``text_encoder_2/``, ``tokenizer/``, ``tokenizer_2/``) from a local folder or the HF cache.
-``kind: tiny`` builds the same classes with random weights and FLUX's shapes (16 latent channels,
-8× VAE, 2×2 packing, RoPE over (index, row, col)) — the VAE alone is then fitted (minutes, once per machine)
-to reconstruct photos (``factory.models.tiny.vae``) — and real-format tokenizers built offline
-from ``TINY_WORDS``: a byte-level BPE CLIP tokenizer (``</w>`` word ends, ``<|startoftext|>`` /
-``<|endoftext|>``, merges learned deterministically) and a Unigram T5 tokenizer (``<pad>``,
-``</s>``, ``<unk>``, 100 ``<extra_id_*>``). ``factory.models.tiny`` writes the same models and
-tokenizers as a diffusers FLUX folder.
+``kind: tiny`` (tests, the demo) and ``kind: random`` (FLUX.1-dev's shapes with random weights,
+benchmarks) come from ``factory.models.tiny.flux``. ``float8_transformer`` puts a loaded transformer's
+linear layers in float8.
 """
 
 from __future__ import annotations
 
-import copy
-import functools
-import string
-from collections import Counter
-
 import torch
 from diffusers import AutoencoderKL, FluxTransformer2DModel
-from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config,
-                          T5EncoderModel, T5TokenizerFast)
+from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
 
 from factory.config import ModelsConfig
-from factory.models.common import load_pretrained, resolve_device, resolve_dtype, seeded
-from factory.models.tiny.vae import fitted_tiny_vae
+from factory.models.common import load_pretrained, resolve_device, resolve_dtype
 from tools.flux.components import FluxComponents
-
-TINY_WORDS = ("a an the of and with in on at photo picture image person man woman astronaut cat dog car bike "
-              "rocket cup coffee coin coins camera tripod hand finger ear eye paw tail wheel mirror arm leg head "
-              "face door window sky grass table street red blue green white black small large two one")
-CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
-CLIP_MAX_LENGTH = 77
-T5_MAX_LENGTH = 512
-T5_EXTRA_IDS = 100
-END_OF_WORD = "</w>"
-# The tiny transformer's output layer is scaled by this at build time. At its random init the
-# velocities are so small that inversion and denoising nearly cancel: the re-rendered cells differ
-# from the reconstruction by a few grey levels, and the tiny preset's "artifacts" would be invisible
-# to any detector. With the gain they are clearly visible re-renderings (still meaningless ones).
-TINY_VELOCITY_GAIN = 3.0
 
 
 def load_flux(models: ModelsConfig, image: bool = True, text: bool = True) -> FluxComponents:
     """The transformer and VAE (``image``) and the text encoders with their tokenizers (``text``)."""
     device, dtype = resolve_device(models), resolve_dtype(models)
     if models.flux.kind == "tiny":
+        from factory.models.tiny.flux import tiny_flux
+
         parts = tiny_flux(models.seed)
     elif models.flux.kind == "random":
+        from factory.models.tiny.flux import random_flux_dev
+
         parts = random_flux_dev(device, dtype, image=image, text=text, seed=models.seed)
     else:
         spec = models.flux
@@ -90,40 +69,6 @@ def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> 
     module.to(device=device).eval().requires_grad_(False)
 
 
-def random_flux_dev(device: torch.device, dtype: torch.dtype, image: bool = True, text: bool = True,
-                    seed: int = 0) -> FluxComponents:
-    """FLUX.1-dev's architecture with random weights, built in place on ``device`` (no download, no
-    disk): the 12B transformer (19 double + 38 single blocks), the 16-channel VAE, CLIP-L and T5-XXL,
-    with the tiny tokenizers (any token ids fit the real vocabularies). For benchmarks only."""
-    parts = FluxComponents(None, None, None, None, None, None, {"flux": f"random FLUX.1-dev shapes (seed={seed})"})
-    previous = torch.get_default_dtype()
-    torch.manual_seed(seed)
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            if image:
-                parts.transformer = FluxTransformer2DModel(guidance_embeds=True)
-                parts.vae = AutoencoderKL(
-                    in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(128, 256, 512, 512),
-                    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                    layers_per_block=2, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.1159,
-                    scaling_factor=0.3611)
-            if text:
-                parts.text_encoder = CLIPTextModel(CLIPTextConfig(
-                    hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                    projection_dim=768, max_position_embeddings=CLIP_MAX_LENGTH))
-                parts.text_encoder_2 = T5EncoderModel(T5Config(
-                    vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
-                    feed_forward_proj="gated-gelu", is_gated_act=True))
-                parts.tokenizer, parts.tokenizer_2 = tiny_clip_tokenizer(), tiny_t5_tokenizer()
-    finally:
-        torch.set_default_dtype(previous)
-    for module in (parts.transformer, parts.vae, parts.text_encoder, parts.text_encoder_2):
-        if module is not None:
-            module.eval().requires_grad_(False)
-    return parts
-
-
 def float8_transformer(transformer: FluxTransformer2DModel) -> None:
     """Float8 weights and dynamically scaled float8 activations in every linear layer (torchao), in place.
     Needs a GPU with float8 tensor cores (compute capability 8.9+: H100, L40S) and the ``fp8`` extra."""
@@ -134,122 +79,3 @@ def float8_transformer(transformer: FluxTransformer2DModel) -> None:
     except ImportError:
         raise RuntimeError("factory.synthesis.fp8 needs torchao: pip install '.[fp8]'") from None
     quantize_(transformer, Float8DynamicActivationFloat8WeightConfig())
-
-
-@functools.lru_cache(maxsize=4)
-def _tiny_state(seed: int) -> dict:
-    vocab, _ = tiny_clip_vocab()
-    with seeded(seed):
-        transformer = FluxTransformer2DModel(
-            patch_size=1, in_channels=64, num_layers=2, num_single_layers=4, attention_head_dim=16,
-            num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
-            axes_dims_rope=(4, 4, 8))
-        with torch.no_grad():
-            transformer.proj_out.weight.mul_(TINY_VELOCITY_GAIN)
-            transformer.proj_out.bias.mul_(TINY_VELOCITY_GAIN)
-        vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(16, 32, 32, 32),
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=1, norm_num_groups=8, sample_size=64, use_quant_conv=False,
-            use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611)
-        clip = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=37,
-                                            num_hidden_layers=2, num_attention_heads=4,
-                                            max_position_embeddings=CLIP_MAX_LENGTH, projection_dim=32,
-                                            pad_token_id=vocab[CLIP_EOS], bos_token_id=vocab[CLIP_BOS],
-                                            eos_token_id=vocab[CLIP_EOS]))
-        t5 = T5EncoderModel(T5Config(vocab_size=len(tiny_t5_tokenizer()), d_model=32, d_kv=8, d_ff=37,
-                                     num_layers=2, num_heads=4, relative_attention_num_buckets=8, pad_token_id=0,
-                                     eos_token_id=1, decoder_start_token_id=0))
-    return {"transformer": transformer, "vae": fitted_tiny_vae(vae, seed), "clip": clip, "t5": t5}
-
-
-def tiny_flux(seed: int = 0) -> FluxComponents:
-    """Tiny FLUX of the production classes (fresh copies of a cached build, so callers may move them), in eval
-    mode as ``from_pretrained`` returns models: T5's dropout would otherwise make each prompt row differ."""
-    state = _tiny_state(seed)
-    parts = FluxComponents(
-        transformer=copy.deepcopy(state["transformer"]), vae=copy.deepcopy(state["vae"]),
-        text_encoder=copy.deepcopy(state["clip"]), tokenizer=tiny_clip_tokenizer(),
-        text_encoder_2=copy.deepcopy(state["t5"]), tokenizer_2=tiny_t5_tokenizer(),
-        provenance={"flux": f"tiny-random(seed={seed}, fitted VAE)"})
-    for module in (parts.transformer, parts.vae, parts.text_encoder, parts.text_encoder_2):
-        module.eval().requires_grad_(False)
-    return parts
-
-
-# ------------------------------------------------------------------------------ tiny tokenizers
-@functools.lru_cache(maxsize=1)
-def byte_symbols() -> tuple[str, ...]:
-    """The 256 printable stand-ins of byte-level BPE (GPT-2 / CLIP ``bytes_to_unicode``), by byte value."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    symbols, extra = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            symbols[byte] = chr(byte)
-        else:
-            symbols[byte] = chr(256 + extra)
-            extra += 1
-    return tuple(symbols[b] for b in range(256))
-
-
-def learn_merges(words: list[str]) -> list[tuple[str, str]]:
-    """BPE merges learned until every word is one token: the most frequent adjacent pair first,
-    ties broken by the pair itself, so the result is the same in every process."""
-    table = byte_symbols()
-    spelled = Counter()
-    for word in words:
-        symbols = [table[b] for b in word.encode("utf-8")]
-        spelled[tuple(symbols[:-1] + [symbols[-1] + END_OF_WORD])] += 1
-    merges: list[tuple[str, str]] = []
-    while True:
-        pairs = Counter()
-        for symbols, count in spelled.items():
-            for pair in zip(symbols, symbols[1:]):
-                pairs[pair] += count
-        if not pairs:
-            return merges
-        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
-        merges.append(best)
-        merged = Counter()
-        for symbols, count in spelled.items():
-            out, i = [], 0
-            while i < len(symbols):
-                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
-                    out.append(symbols[i] + symbols[i + 1])
-                    i += 2
-                else:
-                    out.append(symbols[i])
-                    i += 1
-            merged[tuple(out)] += count
-        spelled = merged
-
-
-@functools.lru_cache(maxsize=1)
-def tiny_clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """CLIP's vocabulary layout: the byte symbols, the same with ``</w>``, every merge result, then
-    ``<|startoftext|>`` and ``<|endoftext|>``; and the merges."""
-    merges = learn_merges(sorted(set(TINY_WORDS.split())))
-    tokens = list(byte_symbols()) + [s + END_OF_WORD for s in byte_symbols()] + [a + b for a, b in merges]
-    vocab: dict[str, int] = {}
-    for token in [*tokens, CLIP_BOS, CLIP_EOS]:
-        vocab.setdefault(token, len(vocab))
-    return vocab, merges
-
-
-def tiny_clip_tokenizer() -> CLIPTokenizer:
-    vocab, merges = tiny_clip_vocab()
-    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=CLIP_MAX_LENGTH)
-
-
-@functools.lru_cache(maxsize=1)
-def tiny_t5_vocab() -> tuple[tuple[str, float], ...]:
-    """A fixed Unigram vocabulary: T5's special tokens, every tiny word, then single characters."""
-    specials = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    words = [(f"▁{w}", -2.0) for w in sorted(set(TINY_WORDS.split()))]
-    characters = [("▁", -3.0)] + [(c, -5.0) for c in string.ascii_lowercase + string.digits + string.punctuation]
-    return tuple(specials + words + characters)
-
-
-def tiny_t5_tokenizer() -> T5TokenizerFast:
-    return T5TokenizerFast(vocab=list(tiny_t5_vocab()), extra_ids=T5_EXTRA_IDS, model_max_length=T5_MAX_LENGTH)

@@ -41,7 +41,7 @@ def write_flux(folder: Path, seed: int) -> None:
     """A diffusers FLUX repo: ``FluxPipeline.save_pretrained``, then CLIP's tokenizer as vocab + merges."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 
-    from factory.models.flux import tiny_flux
+    from factory.models.tiny.flux import tiny_flux
 
     parts = tiny_flux(seed)
     pipeline = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER), vae=parts.vae,
@@ -54,7 +54,7 @@ def write_flux(folder: Path, seed: int) -> None:
 
 def write_clip_tokenizer(folder: Path) -> None:
     """CLIP's tokenizer files as FLUX repos ship them: vocab.json, merges.txt, configs (no tokenizer.json)."""
-    from factory.models.flux import CLIP_BOS, CLIP_EOS, CLIP_MAX_LENGTH, tiny_clip_vocab
+    from factory.models.tiny.flux import CLIP_BOS, CLIP_EOS, CLIP_MAX_LENGTH, tiny_clip_vocab
 
     vocab, merges = tiny_clip_vocab()
     for stale in folder.glob("*"):
