@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m factory.models.tiny.vae  # fit the tiny VAE once per machine (cached in ~/.cache/flawforge)
 	touch $(STAMP)
 
 demo: $(STAMP)

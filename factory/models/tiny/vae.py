@@ -15,6 +15,7 @@ config, the seed and the fit settings, and written atomically.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -47,14 +48,17 @@ def fitted_tiny_vae(vae: AutoencoderKL, seed: int) -> AutoencoderKL:
                       "batch": FIT_BATCH, "steps": FIT_STEPS, "lr": FIT_LR, "ridge": FIT_RIDGE, "fit": 2},
                      sort_keys=True, default=str)
     path = cache_dir() / f"tiny-vae-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
-    if path.is_file():
-        vae.load_state_dict(load_file(path))
-        return vae
-    _fit(vae, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, partial)
-    os.replace(partial, path)  # concurrent builders each write a whole file; the last rename wins
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # processes starting together fit once; the others wait for it
+            if not path.is_file():
+                _fit(vae, seed)
+                partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, partial)
+                os.replace(partial, path)
+                return vae
+    vae.load_state_dict(load_file(path))
     return vae
 
 
@@ -126,3 +130,16 @@ def _solve_output_layer(vae: AutoencoderKL, photos: list[torch.Tensor]) -> None:
     solution = torch.linalg.solve(gram, columns.T @ targets)  # (in * k * k + 1, 3)
     conv.weight.copy_(solution[:-1].T.reshape(conv.weight.shape).to(conv.weight.dtype))
     conv.bias.copy_(solution[-1].to(conv.bias.dtype))
+
+
+def main() -> int:
+    """``python -m factory.models.tiny.vae``: fit the tiny FLUX VAE into the cache now (``make setup`` does)."""
+    from factory.models.tiny.flux import tiny_flux
+
+    tiny_flux(0)
+    print(f"tiny VAE fitted and cached in {cache_dir()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
