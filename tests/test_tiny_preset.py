@@ -24,7 +24,7 @@ from factory.models.tiny.perception import TINY_VOCABULARY
 from factory.models.vlm import load_vlm
 from factory.sources import SAMPLE_PHOTOS, prepare_image
 from factory.steps import CurationModels, PerceptionModels, curation_steps, perception_steps
-from shards.images import encode_png
+from shards.images import decode_array, decode_mask, encode_png
 from shards.reader import iter_samples
 from shards.record import Sample
 
@@ -110,7 +110,7 @@ def test_tiny_layout_plans_all_four_tools_under_the_real_perception_thresholds()
     assert config.perception == load_config("flux-dev").perception  # no tiny-only perception overrides
     steps = perception_steps(config, PerceptionModels(load_vlm(config.models), load_grounding(config.models),
                                                      load_segmentation(config.models)))
-    samples = run_steps(steps, _tiny_samples(config, SAMPLE_PHOTOS, seeds=(11, 12, 13)))
+    samples = run_steps(steps, _tiny_samples(config, SAMPLE_PHOTOS, seeds=tuple(range(11, 17))))
     tools = Counter(a.tool for s in samples for a in s.artifacts)
     assert set(tools) == set(TOOLS), tools
     assert sum(not s.is_rejected for s in samples) >= len(samples) - 2
@@ -160,6 +160,30 @@ def test_tiny_factory_run_accepts_all_four_tools_and_curation_rejects_some(sampl
     window = config.curation
     for artifact in (a for s in rows for a in s.artifacts if a.tool in window.lpips_check_tools and a.lpips is not None):
         assert artifact.accepted == (window.lpips_min <= artifact.lpips <= window.lpips_max), artifact
+
+
+# The tiny run's images against what they were (~32 grey levels, ~55-59 % of each image in its mask): the
+# fitted tiny VAE gives ~12-13 grey levels on these rows (astronaut ~16), one artifact per image ~26 % (a fuse
+# ~40-56 % of a 128-192 px image: its band of 16-px cells dilated by one cell; a part ~11-24 %).
+MAX_CLEAN_ERROR = 14.0  # mean |real_image - clean_image|, uint8 grey levels
+MAX_MASK_SHARE = 0.30  # mean share of an image's pixels in its mask (artifact or ignored)
+
+
+def _demo_quality(run) -> tuple[float, float]:
+    """Mean |real_image - clean_image| and mean mask share over ``run``'s accepted rows (``bench/demo_quality.py``)."""
+    accepted = [s for s in iter_samples(run) if s.status == "accepted"]
+    errors = [np.abs(decode_array(s.real_image).astype(np.int16) - decode_array(s.clean_image)).mean()
+              for s in accepted]
+    return float(np.mean(errors)), float(np.mean([(decode_mask(s.mask) != 0).mean() for s in accepted]))
+
+
+@pytest.mark.slow
+def test_tiny_run_clean_images_look_like_the_photos_and_artifacts_stay_local(samples_run):
+    """The fitted tiny VAE reconstructs the bundled photos within a few grey levels, and the tiny layout's
+    one small artifact per image leaves most of each image clean."""
+    error, share = _demo_quality(samples_run)
+    assert error <= MAX_CLEAN_ERROR, error
+    assert share <= MAX_MASK_SHARE, share
 
 
 def _perturbed(png: bytes, noise: np.ndarray) -> bytes:
