@@ -178,7 +178,8 @@ def test_resume_after_kill_9_of_the_whole_job(tmp_path, samples_run):
     for sample_id, theirs in quiet.items():
         mine = ours[sample_id]
         assert (mine.status, mine.reject_reason) == (theirs.status, theirs.reject_reason), sample_id
-        assert mine.image == theirs.image and mine.mask == theirs.mask, f"{sample_id}: other bytes"
+        same_bytes = mine.image == theirs.image and mine.mask == theirs.mask  # outside the assert: no byte diff
+        assert same_bytes, f"{sample_id} ({mine.source_id}): other image or mask bytes"
     from factory.plan import candidates
 
     plan = [w.sample_id for w in candidates(load_config("tiny"))]

@@ -3,23 +3,23 @@
 ``tiny_flux``: FLUX's shapes (16 latent channels, 8× VAE, 2×2 packing, RoPE over (index, row, col)) at a
 tiny width with seeded random weights — the VAE alone is fitted (minutes, once per machine) to
 reconstruct photos (``factory.models.tiny.vae``) — and real-format tokenizers trained offline on
-``TINY_WORDS``: a byte-level BPE CLIP tokenizer learned by the ``tokenizers`` library's trainer (``</w>``
-word ends, ``<|startoftext|>`` / ``<|endoftext|>``, CLIP's vocabulary layout) and a Unigram T5 tokenizer
-(a listed vocabulary: ``<pad>``, ``</s>``, ``<unk>``, 100 ``<extra_id_*>``). ``factory.models.tiny.writer``
-writes the same models and tokenizers as a diffusers FLUX folder. ``random_flux_dev``: the full-size architecture for
-benchmarks, with the tiny tokenizers.
+``TINY_WORDS``: a byte-level BPE CLIP tokenizer (``</w>`` word ends, ``<|startoftext|>`` /
+``<|endoftext|>``, CLIP's vocabulary layout, merges learned with ties broken by the pair itself: the
+``tokenizers`` library's BPE trainer breaks ties by hash-map order, which differs from process to
+process) and a Unigram T5 tokenizer (a listed vocabulary: ``<pad>``, ``</s>``, ``<unk>``, 100
+``<extra_id_*>``). ``factory.models.tiny.writer`` writes the same models and tokenizers as a diffusers
+FLUX folder. ``random_flux_dev``: the full-size architecture for benchmarks, with the tiny tokenizers.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import json
 import string
+from collections import Counter
 
 import torch
 from diffusers import AutoencoderKL, FluxTransformer2DModel
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
 
 from factory.models.common import seeded
@@ -118,20 +118,58 @@ def tiny_flux(seed: int = 0) -> FluxComponents:
 
 # ------------------------------------------------------------------------------ tiny tokenizers
 @functools.lru_cache(maxsize=1)
+def byte_symbols() -> tuple[str, ...]:
+    """The 256 printable stand-ins of byte-level BPE (GPT-2 / CLIP ``bytes_to_unicode``), by byte value."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    symbols, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            symbols[byte] = chr(byte)
+        else:
+            symbols[byte] = chr(256 + extra)
+            extra += 1
+    return tuple(symbols[b] for b in range(256))
+
+
+def learn_merges(words: list[str]) -> list[tuple[str, str]]:
+    """BPE merges learned until every word is one token: the most frequent adjacent pair first,
+    ties broken by the pair itself, so the result is the same in every process."""
+    table = byte_symbols()
+    spelled = Counter()
+    for word in words:
+        symbols = [table[b] for b in word.encode("utf-8")]
+        spelled[tuple(symbols[:-1] + [symbols[-1] + END_OF_WORD])] += 1
+    merges: list[tuple[str, str]] = []
+    while True:
+        pairs = Counter()
+        for symbols, count in spelled.items():
+            for pair in zip(symbols, symbols[1:]):
+                pairs[pair] += count
+        if not pairs:
+            return merges
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merges.append(best)
+        merged = Counter()
+        for symbols, count in spelled.items():
+            out, i = [], 0
+            while i < len(symbols):
+                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                    out.append(symbols[i] + symbols[i + 1])
+                    i += 2
+                else:
+                    out.append(symbols[i])
+                    i += 1
+            merged[tuple(out)] += count
+        spelled = merged
+
+
+@functools.lru_cache(maxsize=1)
 def tiny_clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """CLIP's vocabulary layout — the 256 byte symbols, the same with ``</w>``, every merge result, then
-    ``<|startoftext|>`` and ``<|endoftext|>`` — and the merges, learned by the ``tokenizers`` library's
-    byte-level BPE trainer on the tiny words until every word is one token (deterministic)."""
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    bpe = Tokenizer(models.BPE(end_of_word_suffix=END_OF_WORD))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=100_000, min_frequency=0, show_progress=False,
-                                  initial_alphabet=alphabet, end_of_word_suffix=END_OF_WORD)
-    bpe.train_from_iterator(sorted(set(TINY_WORDS.split())), trainer)
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
-              for m in json.loads(bpe.to_str())["model"]["merges"]]
-    byte_symbols = sorted(alphabet)  # by code point: the order of CLIP's bytes_to_unicode table
-    tokens = byte_symbols + [s + END_OF_WORD for s in byte_symbols] + [a + b for a, b in merges]
+    """CLIP's vocabulary layout: the byte symbols, the same with ``</w>``, every merge result, then
+    ``<|startoftext|>`` and ``<|endoftext|>``; and the merges."""
+    merges = learn_merges(sorted(set(TINY_WORDS.split())))
+    tokens = list(byte_symbols()) + [s + END_OF_WORD for s in byte_symbols()] + [a + b for a, b in merges]
     vocab: dict[str, int] = {}
     for token in [*tokens, CLIP_BOS, CLIP_EOS]:
         vocab.setdefault(token, len(vocab))
