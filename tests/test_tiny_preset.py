@@ -24,7 +24,7 @@ from factory.models.tiny.perception import TINY_VOCABULARY
 from factory.models.vlm import load_vlm
 from factory.sources import SAMPLE_PHOTOS, prepare_image
 from factory.steps import CurationModels, PerceptionModels, curation_steps, perception_steps
-from shards.images import decode_array, decode_mask, encode_png
+from shards.images import encode_png
 from shards.reader import iter_samples
 from shards.record import Sample
 
@@ -169,21 +169,15 @@ MAX_CLEAN_ERROR = 14.0  # mean |real_image - clean_image|, uint8 grey levels
 MAX_MASK_SHARE = 0.30  # mean share of an image's pixels in its mask (artifact or ignored)
 
 
-def _demo_quality(run) -> tuple[float, float]:
-    """Mean |real_image - clean_image| and mean mask share over ``run``'s accepted rows (``bench/demo_quality.py``)."""
-    accepted = [s for s in iter_samples(run) if s.status == "accepted"]
-    errors = [np.abs(decode_array(s.real_image).astype(np.int16) - decode_array(s.clean_image)).mean()
-              for s in accepted]
-    return float(np.mean(errors)), float(np.mean([(decode_mask(s.mask) != 0).mean() for s in accepted]))
-
-
 @pytest.mark.slow
 def test_tiny_run_clean_images_look_like_the_photos_and_artifacts_stay_local(samples_run):
     """The fitted tiny VAE reconstructs the bundled photos within a few grey levels, and the tiny layout's
     one small artifact per image leaves most of each image clean."""
-    error, share = _demo_quality(samples_run)
-    assert error <= MAX_CLEAN_ERROR, error
-    assert share <= MAX_MASK_SHARE, share
+    from bench.demo_quality import demo_quality
+
+    quality = demo_quality(samples_run)
+    assert quality.real_clean_error <= MAX_CLEAN_ERROR, quality
+    assert quality.mask_share <= MAX_MASK_SHARE, quality
 
 
 def _perturbed(png: bytes, noise: np.ndarray) -> bytes:

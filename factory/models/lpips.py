@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from factory.config import ModelsConfig
-from factory.models.common import ModelNotFoundError, resolve_device, resolve_dtype, seeded
+from factory.models.common import ModelNotFoundError, resolve_device, resolve_dtype
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 HUB_CACHE_PATH = "alex"  # models.lpips.path naming torchvision's weights in the torch hub cache

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 
 from factory.config import ModelsConfig
-from factory.models.common import load_pretrained, resolve_device, resolve_dtype, seeded
+from factory.models.common import load_pretrained, resolve_device, resolve_dtype
 
 def load_vlm(models: ModelsConfig):
     vlm = models.vlm
