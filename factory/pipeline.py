@@ -45,7 +45,8 @@ from factory.config import Config
 from factory.failures import Failures, StageFailingError
 from factory.output import Ledger, OutputDir, OutputMismatchError, ShardBuffer, build_report
 from factory.plan import WorkItem, candidates, plan_stream
-from factory.stages import ActorStarts, build_dataset
+from factory.actor_starts import ActorStarts
+from factory.stages import build_dataset
 from factory.vlm_service import VLMClient, start_vlm_service, stop_vlm_service
 from factory.watchdog import stall_deadline
 from shards.record import Sample

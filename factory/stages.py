@@ -215,7 +215,7 @@ STAGES: dict[str, type[PoolStage]] = {
 def build_dataset(items: list[WorkItem], config: Config, vlm: VLMClient | None = None, actors: Any = None):
     """The streaming graph of one stream: decoding, then one actor pool per agent; the agents that ask
     a VLM share the run's ``vlm`` service, and every actor reports its start to ``actors``
-    (``factory.stages.ActorStarts``)."""
+    (``factory.actor_starts.ActorStarts``)."""
     import ray
 
     config_json = config.model_dump_json()
@@ -245,16 +245,3 @@ def build_dataset(items: list[WorkItem], config: Config, vlm: VLMClient | None =
             num_gpus=stage.num_gpus or None,
         )  # Ray Data restarts crashed actors and retries their tasks by default (max_restarts=-1)
     return ds
-
-
-class ActorStarts:
-    """A Ray actor (no CPU) the pools' actors report their start to: ``report.json``'s ``actors_started``."""
-
-    def __init__(self):
-        self.starts: dict[str, int] = {}
-
-    def started(self, pool: str) -> None:
-        self.starts[pool] = self.starts.get(pool, 0) + 1
-
-    def counts(self) -> dict[str, int]:
-        return dict(self.starts)

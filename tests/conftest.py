@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -59,16 +65,49 @@ def factory_shards(photo_folder, tmp_path_factory) -> Path:
 SAMPLES_N = 16  # accepted rows in the session's run over the bundled photos
 
 
+@dataclass
+class SamplesRun:
+    """The session's tiny run over the bundled photos, made with secret-looking credentials in its
+    environment and its Ray session logs in ``ray_tmp`` (``tests/test_security.py`` scans both for them)."""
+
+    out: Path
+    done: subprocess.CompletedProcess
+    secrets: dict[str, str]
+    ray_tmp: Path
+    seconds: float
+
+
 @pytest.fixture(scope="session")
-def samples_run(tmp_path_factory) -> Path:
+def samples_run_with_secrets(tmp_path_factory) -> Iterator[SamplesRun]:
     """``python -m factory.run --n SAMPLES_N --preset tiny --source samples``: the README's tiny run, one actor
-    per pool. Other tests compare their runs of the same config with it (the same command, the same rows)."""
+    per pool, with the credentials a user's shell may hold set to fresh random values."""
+    values = {
+        "HF_TOKEN": "hf_" + secrets.token_hex(17),
+        "HUGGING_FACE_HUB_TOKEN": "hf_" + secrets.token_hex(17),
+        "OPENAI_API_KEY": "sk-" + secrets.token_hex(24),
+        "AWS_ACCESS_KEY_ID": "AKIA" + secrets.token_hex(8).upper(),
+        "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
+        "AWS_SESSION_TOKEN": secrets.token_urlsafe(60),
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),  # the local cluster's own token
+    }
     out = tmp_path_factory.mktemp("samples") / "run"
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ffsamples", dir="/tmp"))  # short: Ray's socket paths have a limit
     cmd = [sys.executable, "-m", "factory.run", "--n", str(SAMPLES_N), "--preset", "tiny", "--source", "samples",
            "--out", str(out)]
-    done = subprocess.run(cmd, cwd=ROOT, env=factory_env(), capture_output=True, text=True, timeout=900)
+    started = time.time()
+    done = subprocess.run(cmd, cwd=ROOT, env=dict(factory_env(), **values, RAY_TMPDIR=str(ray_tmp)),
+                          capture_output=True, text=True, timeout=900)
+    yield SamplesRun(out, done, values, ray_tmp, time.time() - started)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def samples_run(samples_run_with_secrets) -> Path:
+    """The session's tiny run's output. Other tests compare their runs of the same config with it (the same
+    command, the same rows)."""
+    done = samples_run_with_secrets.done
     assert done.returncode == 0, done.stderr[-4000:]
-    return out
+    return samples_run_with_secrets.out
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from factory.config import load_config
-from factory.output import reason_code
+from factory.output import OutputDir, reason_code
 from factory.pipeline import OutputMismatchError, run_factory
 from shards.images import decode_array, decode_mask
 from shards.reader import iter_samples
@@ -232,11 +232,15 @@ def test_bad_inputs_are_rejected_with_reasons_and_the_job_completes(tmp_path, lo
                if Path(s.source_id).name.startswith("good"))
 
 
-def test_changed_config_is_refused(tmp_path, local_ray):
+def test_changed_config_is_refused(tmp_path):
+    """An output remembers its config: the same one resumes, another is refused before any work starts
+    (the CLI's exit code for it: ``test_tiny_run_end_to_end``)."""
     out = tmp_path / "run"
-    run_factory(1, load_config("tiny"), str(out))
+    OutputDir(str(out)).guard_config(load_config("tiny"))
+    OutputDir(str(out)).guard_config(load_config("tiny"))  # the same config: accepted again
     with pytest.raises(OutputMismatchError, match="config"):
         run_factory(1, load_config("tiny", overrides={"injection.num_steps": 3}), str(out))
+    assert not list(out.glob("data/*.parquet"))
 
 
 def test_crashed_actor_is_restarted_and_the_job_completes(tmp_path, local_ray):

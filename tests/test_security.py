@@ -356,29 +356,6 @@ def test_loopback_head_refuses_jobs_without_the_token(tmp_path):
 
 
 # ------------------------------------------------------------------- a factory run holds no secrets
-@pytest.fixture(scope="module")
-def secret_run(tmp_path_factory) -> dict[str, Any]:
-    """``factory.run --n 4 --preset tiny --source samples`` with secret environment variables set."""
-    values = {
-        "HF_TOKEN": "hf_" + secrets.token_hex(17),
-        "HUGGING_FACE_HUB_TOKEN": "hf_" + secrets.token_hex(17),
-        "OPENAI_API_KEY": "sk-" + secrets.token_hex(24),
-        "AWS_ACCESS_KEY_ID": "AKIA" + secrets.token_hex(8).upper(),
-        "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
-        "AWS_SESSION_TOKEN": secrets.token_urlsafe(60),
-        "RAY_AUTH_TOKEN": secrets.token_hex(32),  # the local cluster's own token
-    }
-    out = tmp_path_factory.mktemp("secret_run") / "run"
-    ray_tmp = Path(tempfile.mkdtemp(prefix="ffsecrun", dir="/tmp"))  # Ray's session logs, scanned too
-    env = dict(factory_env(), **values, RAY_TMPDIR=str(ray_tmp))
-    cmd = [sys.executable, "-m", "factory.run", "--n", "4", "--preset", "tiny", "--source", "samples",
-           "--out", str(out)]
-    started = time.time()
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    yield {"secrets": values, "out": out, "ray_tmp": ray_tmp, "done": done, "seconds": time.time() - started}
-    shutil.rmtree(ray_tmp, ignore_errors=True)
-
-
 def _texts_of(path: Path) -> Iterator[tuple[str, str]]:
     """(name, text) for every file under ``path``; Parquet files as their decoded non-binary columns."""
     for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()):
@@ -396,26 +373,28 @@ def _texts_of(path: Path) -> Iterator[tuple[str, str]]:
             yield str(file), file.read_bytes().decode("utf-8", errors="replace")
 
 
-def test_factory_outputs_hold_no_secret_values(secret_run):
-    done, out = secret_run["done"], secret_run["out"]
+def test_factory_outputs_hold_no_secret_values(samples_run_with_secrets):
+    """The session's tiny run (``conftest.samples_run_with_secrets``) ran with credentials in its environment:
+    none of their values is in its shards, report, dataset card, console or Ray's session logs."""
+    secret_run = samples_run_with_secrets
+    done, out = secret_run.done, secret_run.out
     assert done.returncode == 0, done.stderr[-4000:]
-    print(f"factory run with secrets set: {secret_run['seconds']:.1f} s")
+    print(f"factory run with secrets set: {secret_run.seconds:.1f} s")
     names = {p.name for p in out.iterdir()}
     assert {"report.json", "README.md", "data"} <= names
     texts = dict(_texts_of(out))
     assert any(name.endswith(":provenance") for name in texts), "no provenance column was scanned"
     texts["console"] = done.stdout + done.stderr
-    logs = dict(_texts_of(secret_run["ray_tmp"]))
+    logs = dict(_texts_of(secret_run.ray_tmp))
     assert any("session_" in name for name in logs), "Ray's session logs were not where the run was told"
     texts.update(logs)
-    leaks = [(env_name, file) for env_name, value in secret_run["secrets"].items()
+    leaks = [(env_name, file) for env_name, value in secret_run.secrets.items()
              for file, text in texts.items() if value in text]
     assert leaks == [], leaks
 
 
-def test_provenance_names_models_not_credentials(secret_run):
-    assert secret_run["done"].returncode == 0
-    rows = pq.read_table(secret_run["out"] / "data", columns=["provenance"]).to_pylist()
+def test_provenance_names_models_not_credentials(samples_run):
+    rows = pq.read_table(samples_run / "data", columns=["provenance"]).to_pylist()
     provenances = [json.loads(r["provenance"]) if isinstance(r["provenance"], str) else r["provenance"]
                    for r in rows]
     models = [p.get("models") or p for p in provenances]  # typed shards nest the model ids under "models"

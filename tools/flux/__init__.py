@@ -1,7 +1,4 @@
-"""The engine that applies a mapping to a photo: FLUX inversion + RoPE/value injection."""
+"""The engine that applies a mapping to a photo: FLUX inversion + RoPE/value injection.
 
-from tools.flux.engine import FluxEngine
-from tools.flux.processor import InjectionProcessor, InjectionState
-from tools.flux.state import EngineResult, PreparedState
-
-__all__ = ["EngineResult", "FluxEngine", "InjectionProcessor", "InjectionState", "PreparedState"]
+The package itself imports nothing, so ``tools.flux.settings`` (part of the run's config) loads without
+diffusers or torch; import ``tools.flux.engine`` and its neighbours directly."""
