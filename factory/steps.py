@@ -6,28 +6,24 @@
 
 Each ``*_steps(config, models)`` builds the steps (``agents.step``) from models that are already
 loaded, so the pools (``factory.stages``, which load the models once per actor) and the tests run
-exactly the same lists; ``load_*_models`` is how a pool loads them.
+exactly the same lists; ``load_*_models`` is how a pool loads them. Each function imports its own
+agents, so an actor loads only its pool's libraries (a perception or curation actor never imports
+diffusers; a curation actor never imports Grounding DINO): actors start faster, the driver too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agents.describe import Describe
-from agents.encode_prompt import EncodePrompt
-from agents.explain import Explain
-from agents.ground import GroundAndSegment
-from agents.pixel_checks import PixelChecks
-from agents.planner import PlanArtifacts
 from agents.step import Step
-from agents.synthesis import Synthesize
-from agents.verdicts import Verdicts
 from agents.vlm.base import VLMBackend
 from factory.config import Config
 from factory.models.common import resolve_dtype
-from factory.models.flux import FluxComponents
-from factory.models.perception import GroundingModels, SegmentationModels
+
+if TYPE_CHECKING:
+    from factory.models.flux import FluxComponents
+    from factory.models.perception import GroundingModels, SegmentationModels
 
 
 @dataclass
@@ -54,6 +50,11 @@ def load_perception_models(config: Config, vlm: VLMBackend) -> PerceptionModels:
 
 
 def perception_steps(config: Config, models: PerceptionModels) -> list[Step]:
+    from agents.describe import Describe
+    from agents.encode_prompt import EncodePrompt
+    from agents.ground import GroundAndSegment
+    from agents.planner import PlanArtifacts
+
     steps: list[Step] = [Describe(models.vlm, config.perception.max_phrases),
                          GroundAndSegment(models.grounding, models.segmentation, config.perception)]
     if models.text_encoders is not None:
@@ -63,6 +64,8 @@ def perception_steps(config: Config, models: PerceptionModels) -> list[Step]:
 
 
 def synthesis_steps(config: Config, flux: FluxComponents) -> list[Step]:
+    from agents.synthesis import Synthesize
+
     return [Synthesize(flux, config.injection)]
 
 
@@ -73,6 +76,10 @@ def load_curation_models(config: Config, vlm: VLMBackend) -> CurationModels:
 
 
 def curation_steps(config: Config, models: CurationModels) -> list[Step]:
+    from agents.explain import Explain
+    from agents.pixel_checks import PixelChecks
+    from agents.verdicts import Verdicts
+
     return [PixelChecks(models.lpips, config.curation),
             Verdicts(models.vlm, config.curation),
             Explain(models.vlm, config.curation)]
