@@ -13,11 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-import pytest
+# Tiny models on a 2-core machine: torch's thread hand-offs cost more than the arithmetic
+# (tests/test_flux_engine.py: 53 s with 2 threads, 14 s with 1, with another process busy beside it).
+# The tests and every process they start run torch on one thread, as Ray's 1-CPU actors already do.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 from PIL import Image
 from skimage import data as skdata
 
+torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 # Photos shipped with scikit-image (no download): colour, grey, RGBA, natural and textured.
 FOLDER_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "immunohistochemistry",
