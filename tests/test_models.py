@@ -108,3 +108,18 @@ def test_kind_random_is_for_flux_only():
     assert load_config("flux-dev", overrides={"models.flux.kind": "random"}).models.flux.kind == "random"
     with pytest.raises(ConfigError, match="for flux only"):
         load_config("tiny", overrides={"models.grounding.kind": "random"})
+
+
+def test_tiny_clip_merges_are_the_bpe_trainers_and_keep_every_tiny_word_whole():
+    """The committed merges (``tiny_tokenizers.json``) are for today's words; with them, and with the
+    ``tokenizers`` BPE trainer run again here, every tiny word is one CLIP token (only the trainer's tie
+    order differs between runs, which is why its output is committed rather than retrained per process)."""
+    from factory.models.tiny.text_tokenizers import TINY_WORDS, tiny_clip_tokenizer, tiny_t5_tokenizer, train, trained
+
+    words = sorted(set(TINY_WORDS.split()))
+    assert trained()["words"] == TINY_WORDS
+    clip, t5 = tiny_clip_tokenizer(), tiny_t5_tokenizer()
+    assert all(clip.tokenize(w) == [f"{w}</w>"] for w in words)
+    assert all(t5.tokenize(w) == [f"▁{w}"] for w in words)
+    retrained = tiny_clip_tokenizer(train()["clip_merges"])
+    assert all(retrained.tokenize(w) == [f"{w}</w>"] for w in words)

@@ -34,8 +34,6 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.conftest import factory_env
-
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "ray_cluster.yaml"
 KUBERAY_YAML = ROOT / "deploy" / "kuberay.yaml"

@@ -2,12 +2,9 @@
 
 ``tiny_flux``: FLUX's shapes (16 latent channels, 8× VAE, 2×2 packing, RoPE over (index, row, col)) at a
 tiny width with seeded random weights — the VAE alone is fitted (minutes, once per machine) to
-reconstruct photos (``factory.models.tiny.vae``) — and real-format tokenizers trained offline on
-``TINY_WORDS``: a byte-level BPE CLIP tokenizer (``</w>`` word ends, ``<|startoftext|>`` /
-``<|endoftext|>``, CLIP's vocabulary layout, merges learned with ties broken by the pair itself: the
-``tokenizers`` library's BPE trainer breaks ties by hash-map order, which differs from process to
-process) and a Unigram T5 tokenizer (a listed vocabulary: ``<pad>``, ``</s>``, ``<unk>``, 100
-``<extra_id_*>``). ``factory.models.tiny.writer`` writes the same models and tokenizers as a diffusers
+reconstruct photos (``factory.models.tiny.vae``) — and real-format tokenizers
+(``factory.models.tiny.text_tokenizers``: CLIP's byte-level BPE from the ``tokenizers`` trainer, T5's
+Unigram). ``factory.models.tiny.writer`` writes the same models and tokenizers as a diffusers
 FLUX folder. ``random_flux_dev``: the full-size architecture for benchmarks, with the tiny tokenizers.
 """
 
@@ -15,25 +12,17 @@ from __future__ import annotations
 
 import copy
 import functools
-import string
-from collections import Counter
 
 import torch
 from diffusers import AutoencoderKL, FluxTransformer2DModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
+from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
 from factory.models.common import seeded
+from factory.models.tiny.text_tokenizers import (CLIP_BOS, CLIP_EOS, CLIP_MAX_LENGTH, tiny_clip_tokenizer, tiny_clip_vocab,
+                                                 tiny_t5_tokenizer)
 from factory.models.tiny.vae import fitted_tiny_vae
 from tools.flux.components import FluxComponents
 
-TINY_WORDS = ("a an the of and with in on at photo picture image person man woman astronaut cat dog car bike "
-              "rocket cup coffee coin coins camera tripod hand finger ear eye paw tail wheel mirror arm leg head "
-              "face door window sky grass table street red blue green white black small large two one")
-CLIP_BOS, CLIP_EOS = "<|startoftext|>", "<|endoftext|>"
-CLIP_MAX_LENGTH = 77
-T5_MAX_LENGTH = 512
-T5_EXTRA_IDS = 100
-END_OF_WORD = "</w>"
 # The tiny transformer's output layer is scaled by this at build time. At its random init the
 # velocities are so small that inversion and denoising nearly cancel: the re-rendered cells differ
 # from the reconstruction by a few grey levels, and the tiny preset's "artifacts" would be invisible
@@ -114,83 +103,3 @@ def tiny_flux(seed: int = 0) -> FluxComponents:
     for module in (parts.transformer, parts.vae, parts.text_encoder, parts.text_encoder_2):
         module.eval().requires_grad_(False)
     return parts
-
-
-# ------------------------------------------------------------------------------ tiny tokenizers
-@functools.lru_cache(maxsize=1)
-def byte_symbols() -> tuple[str, ...]:
-    """The 256 printable stand-ins of byte-level BPE (GPT-2 / CLIP ``bytes_to_unicode``), by byte value."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    symbols, extra = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            symbols[byte] = chr(byte)
-        else:
-            symbols[byte] = chr(256 + extra)
-            extra += 1
-    return tuple(symbols[b] for b in range(256))
-
-
-def learn_merges(words: list[str]) -> list[tuple[str, str]]:
-    """BPE merges learned until every word is one token: the most frequent adjacent pair first,
-    ties broken by the pair itself, so the result is the same in every process."""
-    table = byte_symbols()
-    spelled = Counter()
-    for word in words:
-        symbols = [table[b] for b in word.encode("utf-8")]
-        spelled[tuple(symbols[:-1] + [symbols[-1] + END_OF_WORD])] += 1
-    merges: list[tuple[str, str]] = []
-    while True:
-        pairs = Counter()
-        for symbols, count in spelled.items():
-            for pair in zip(symbols, symbols[1:]):
-                pairs[pair] += count
-        if not pairs:
-            return merges
-        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
-        merges.append(best)
-        merged = Counter()
-        for symbols, count in spelled.items():
-            out, i = [], 0
-            while i < len(symbols):
-                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
-                    out.append(symbols[i] + symbols[i + 1])
-                    i += 2
-                else:
-                    out.append(symbols[i])
-                    i += 1
-            merged[tuple(out)] += count
-        spelled = merged
-
-
-@functools.lru_cache(maxsize=1)
-def tiny_clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """CLIP's vocabulary layout: the byte symbols, the same with ``</w>``, every merge result, then
-    ``<|startoftext|>`` and ``<|endoftext|>``; and the merges."""
-    merges = learn_merges(sorted(set(TINY_WORDS.split())))
-    tokens = list(byte_symbols()) + [s + END_OF_WORD for s in byte_symbols()] + [a + b for a, b in merges]
-    vocab: dict[str, int] = {}
-    for token in [*tokens, CLIP_BOS, CLIP_EOS]:
-        vocab.setdefault(token, len(vocab))
-    return vocab, merges
-
-
-def tiny_clip_tokenizer() -> CLIPTokenizer:
-    vocab, merges = tiny_clip_vocab()
-    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=CLIP_MAX_LENGTH)
-
-
-@functools.lru_cache(maxsize=1)
-def tiny_t5_vocab() -> tuple[tuple[str, float], ...]:
-    """A fixed Unigram vocabulary: T5's special tokens, every tiny word, then single characters. (The
-    ``tokenizers`` Unigram trainer, given the 54 tiny words, keeps only 4 of them whole: a listed
-    vocabulary tokenizes the captions as T5 tokenizes real ones, a word per piece.)"""
-    specials = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    words = [(f"▁{w}", -2.0) for w in sorted(set(TINY_WORDS.split()))]
-    characters = [("▁", -3.0)] + [(c, -5.0) for c in string.ascii_lowercase + string.digits + string.punctuation]
-    return tuple(specials + words + characters)
-
-
-def tiny_t5_tokenizer() -> T5TokenizerFast:
-    return T5TokenizerFast(vocab=list(tiny_t5_vocab()), extra_ids=T5_EXTRA_IDS, model_max_length=T5_MAX_LENGTH)

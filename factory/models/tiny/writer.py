@@ -63,7 +63,7 @@ def write_flux(folder: Path, seed: int) -> None:
 
 def write_clip_tokenizer(folder: Path) -> None:
     """CLIP's tokenizer files as FLUX repos ship them: vocab.json, merges.txt, configs (no tokenizer.json)."""
-    from factory.models.tiny.flux import CLIP_BOS, CLIP_EOS, CLIP_MAX_LENGTH, tiny_clip_vocab
+    from factory.models.tiny.text_tokenizers import CLIP_BOS, CLIP_EOS, CLIP_MAX_LENGTH, tiny_clip_vocab
 
     vocab, merges = tiny_clip_vocab()
     for stale in folder.glob("*"):
