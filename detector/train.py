@@ -38,8 +38,8 @@ from ray.train import Checkpoint, CheckpointConfig, DataConfig as RayDataConfig,
 from ray.train.torch import TorchTrainer
 
 from detector.data import DataConfig, augment_batch, ray_dataset, split_counts
-from detector.model import (CONFIG_FILE, IGNORE, WEIGHTS_FILE, ArtifactDetector, DetectorConfig, load_detector,
-                            save_detector)
+from detector.model import (CONFIG_ADAPTER, CONFIG_FILE, IGNORE, WEIGHTS_FILE, ArtifactDetector, DetectorConfig,
+                            load_detector, save_detector)
 
 STATE_FILE, OPTIMIZER_FILE = "train_state.json", "optimizer.pt"
 RESUME_FIXED = ("backbone", "path", "image_size", "num_types", "decoder_dim")  # what a resumed run cannot change
@@ -71,10 +71,7 @@ def _restore(model: ArtifactDetector, optimizer: torch.optim.Optimizer) -> int:
         return 0
     with checkpoint.as_directory() as d:
         saved = load_detector(d)
-        changed = {k: (v, getattr(model.cfg, k)) for k, v in asdict(saved.cfg).items()
-                   if k in RESUME_FIXED and v != getattr(model.cfg, k)}
-        if changed:
-            raise ValueError(f"--resume: the run's model differs from this call's (saved, asked): {changed}")
+        _refuse_a_changed_model(saved.cfg, model.cfg)
         model.load_state_dict(saved.state_dict())
         optimizer.load_state_dict(torch.load(Path(d) / OPTIMIZER_FILE, weights_only=True))
         return json.loads((Path(d) / STATE_FILE).read_text())["epoch"] + 1
@@ -156,6 +153,21 @@ def train_loop_per_worker(raw_config: dict) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
 
 
+def _refuse_a_changed_model(saved: DetectorConfig, asked: DetectorConfig) -> None:
+    changed = {k: (v, getattr(asked, k)) for k, v in asdict(saved).items()
+               if k in RESUME_FIXED and v != getattr(asked, k)}
+    if changed:
+        raise ValueError(f"--resume: the run's model differs from this call's (saved, asked): {changed}")
+
+
+def _check_resume(run: Path, asked: DetectorConfig) -> None:
+    """``--resume``: the latest checkpoint's model against this call's, before any worker starts (the
+    workers check the checkpoint they restore again)."""
+    checkpoints = sorted(p for p in run.glob("checkpoint_*") if (p / CONFIG_FILE).is_file())
+    if checkpoints:
+        _refuse_a_changed_model(CONFIG_ADAPTER.validate_json((checkpoints[-1] / CONFIG_FILE).read_bytes()), asked)
+
+
 def _run_name(storage: Path, resume: bool) -> str:
     runs = sorted(p.name for p in storage.glob("run-*") if p.is_dir()) if storage.is_dir() else []
     if resume:
@@ -185,6 +197,9 @@ def train(shards: list[str], out: str | Path, cfg: TrainConfig, workers: int = 1
     out.mkdir(parents=True, exist_ok=True)
     storage = Path(storage) if storage else out / "ray"
     storage.mkdir(parents=True, exist_ok=True)
+    run_name = _run_name(storage, resume)
+    if resume:
+        _check_resume(storage / run_name, cfg.model)
     datasets = {"train": ray_dataset(shards, "train", True, cfg.model.image_size, cfg.data)}
     if cfg.data.val_fraction > 0:
         datasets["val"] = ray_dataset(shards, "val", False, cfg.model.image_size, cfg.data)
@@ -196,7 +211,7 @@ def train(shards: list[str], out: str | Path, cfg: TrainConfig, workers: int = 1
         dataset_config=RayDataConfig(execution_options=ExecutionOptions(preserve_order=True)),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus_per_worker}),
-        run_config=RunConfig(storage_path=str(storage.resolve()), name=_run_name(storage, resume),
+        run_config=RunConfig(storage_path=str(storage.resolve()), name=run_name,
                              checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints)),
     )
     result = trainer.fit()

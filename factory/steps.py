@@ -41,11 +41,13 @@ class CurationModels:
 
 
 def load_perception_models(config: Config, vlm: VLMBackend) -> PerceptionModels:
-    from factory.models.flux import load_flux
     from factory.models.perception import load_grounding, load_segmentation
 
-    encoders = (load_flux(config.models, image=False)
-                if config.factory.synthesis.text_encoders_in == "perception" else None)
+    encoders = None
+    if config.factory.synthesis.text_encoders_in == "perception":  # FLUX's text encoders (diffusers) only then
+        from factory.models.flux import load_flux
+
+        encoders = load_flux(config.models, image=False)
     return PerceptionModels(vlm, load_grounding(config.models), load_segmentation(config.models), encoders)
 
 

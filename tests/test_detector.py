@@ -32,10 +32,10 @@ EPOCHS = 15
 IMAGE_SIZE = 128  # the session's shards are 256-384 px (conftest.FACTORY_IMAGE); 64² would blur the cells away
 TRAIN_ARGS = ["--workers", "2", "--batch-size", "8", "--val-fraction", str(DATA.val_fraction),
               "--keep-checkpoints", "0", "--image-size", str(IMAGE_SIZE)]
-# Share of the first epoch's training loss the detector must get below by the last epoch (2.44 at
+# Share of the first epoch's training loss the detector must get below by the last epoch (2.47 at
 # epoch 1, 1.83 at epoch 15: a reproducible run).
 LOSS_SHARE = 0.9
-AUROC_BAR = 0.6  # held-out pooled pixel AUROC the trained detector must exceed (chance: 0.5)
+AUROC_BAR = 0.8  # held-out pooled pixel AUROC the trained detector must exceed (chance: 0.5)
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -224,8 +224,9 @@ def test_trained_detector_fits_its_training_images_and_reports_held_out_metrics(
     # On held-out photos it ranks artifact pixels above clean ones (threshold-free; every trivial
     # predictor scores 0.5), and the pixels it flags at 0.5 are artifacts more often than a random pixel
     # is. Training is reproducible (model seed, blocks dealt to ranks in file order, augmentation seeded
-    # per epoch / rank / step), so this is one number per machine, not a draw: pixel AUROC 0.70 (margin
-    # 0.10 over the bar), precision 0.45 at base rate 0.20, on 2 CPUs. Thresholded IoU / PixF1 are printed.
+    # per epoch / rank / step), so this is one number per machine, not a draw: pixel AUROC 0.90 (margin
+    # 0.10 over the bar), precision 0.45 at base rate 0.06, on 2 CPUs (6 epochs instead of 15 gave 0.61: the
+    # epochs are needed). Thresholded IoU / PixF1 are printed.
     model = held_out["model"]
     assert model["pixel_auroc"] > AUROC_BAR, model
     assert model["pix_precision"] > held_out["pixel_base_rate"], (model, held_out["pixel_base_rate"])
