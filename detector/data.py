@@ -54,6 +54,9 @@ class DataConfig:
     crop_scale: tuple[float, float] = (0.6, 1.0)  # area fraction of the random resized crop
     flip_prob: float = Field(0.5, ge=0, le=1)
     rows_per_map_batch: int = Field(16, gt=0)  # shard rows decoded and transformed per Ray Data map call
+    # A split whose decoded rows fit in this many MiB is decoded once per run (``Dataset.materialize``) and
+    # read from Ray's object store every epoch; a larger one is decoded anew each epoch (streamed).
+    decode_once_mib: float = Field(1024, ge=0)
     negatives: Literal["clean", "real", "both"] = "clean"  # which images of a row are the clean examples
     boxes: Literal["target", "changed"] = "target"  # ground-truth boxes: target cells' (the authors') or changed pixels'
 
@@ -198,6 +201,14 @@ def augment_batch(batch: dict[str, torch.Tensor], size: int, cfg: DataConfig, se
     rest = {k: v for k, v in batch.items() if k not in ("image", "mask")}
     return {**rest, "pixel_values": torch.stack(pixels).as_subclass(torch.Tensor),
             "mask": torch.stack(masks).as_subclass(torch.Tensor)}
+
+
+def decoded_mib(accepted_rows: int, size: int, cfg: DataConfig) -> float:
+    """An upper bound of a split's decoded size: each accepted row and its negatives as float32 pixels of the
+    stored side plus a mask."""
+    side = stored_side(size, cfg)
+    rows = accepted_rows * (3 if cfg.negatives == "both" else 2)
+    return rows * side * side * (3 * 4 + 1) / 2**20
 
 
 def ray_dataset(paths: str | Path | Sequence[str | Path], split: Split, train: bool, size: int, cfg: DataConfig):

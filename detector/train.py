@@ -37,7 +37,7 @@ from ray.data import ExecutionOptions
 from ray.train import Checkpoint, CheckpointConfig, DataConfig as RayDataConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from detector.data import DataConfig, augment_batch, ray_dataset, split_counts
+from detector.data import DataConfig, augment_batch, decoded_mib, ray_dataset, split_counts
 from detector.model import (CONFIG_ADAPTER, CONFIG_FILE, IGNORE, WEIGHTS_FILE, ArtifactDetector, DetectorConfig,
                             load_detector, save_detector)
 
@@ -203,6 +203,9 @@ def train(shards: list[str], out: str | Path, cfg: TrainConfig, workers: int = 1
     datasets = {"train": ray_dataset(shards, "train", True, cfg.model.image_size, cfg.data)}
     if cfg.data.val_fraction > 0:
         datasets["val"] = ray_dataset(shards, "val", False, cfg.model.image_size, cfg.data)
+    for split, dataset in datasets.items():  # small splits: decoded once, not every epoch (the same blocks)
+        if decoded_mib(counts[split], cfg.model.image_size, cfg.data) <= cfg.data.decode_once_mib:
+            datasets[split] = dataset.materialize()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=TRAIN_ADAPTER.dump_python(cfg, mode="json"),
