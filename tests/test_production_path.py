@@ -230,27 +230,17 @@ E2E_N = 2
 @pytest.fixture(scope="module")
 def real_preset_runs(tiny_weights, tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
     """``factory.run --preset P --config W/cpu.yaml`` (and ``cpu-sam2.yaml``): the preset's own thresholds on the
-    hand-set tiny weights, one seed of each photo, until exactly ``E2E_N`` samples are accepted. The three
-    runs are independent jobs (each its own local Ray) and run side by side: in two clean-clone CI runs on 2
-    cores the fixture took 81 s side by side and 95 s one after the other."""
+    hand-set tiny weights, one seed of each photo, until exactly ``E2E_N`` samples are accepted. One after the
+    other: side by side the three jobs took 81, 95 and 125 s in clean-clone CI runs on 2 cores, one after
+    the other 95 s (each ~30 s alone, mostly start-up)."""
     photos = write_photos(tmp_path_factory.mktemp("e2e_photos"), E2E_PHOTOS)
-    started = {}
+    runs = {}
     for name, (preset, config, seed) in E2E_RUNS.items():
         out = tmp_path_factory.mktemp("e2e") / name
         cmd = [sys.executable, "-m", "factory.run", "--preset", preset, "--config", str(tiny_weights / config),
                "--n", str(E2E_N), "--source", str(photos), "--out", str(out), "--seed", str(seed),
                "--set", "factory.seeds_per_image=1"]
-        logs = (out.with_suffix(".stdout"), out.with_suffix(".stderr"))
-        with open(logs[0], "w") as stdout, open(logs[1], "w") as stderr:
-            started[name] = (cmd, subprocess.Popen(cmd, cwd=ROOT, env=factory_env(), stdout=stdout, stderr=stderr),
-                             logs, out)
-    runs = {}
-    for name, (cmd, proc, (stdout, stderr), out) in started.items():
-        try:
-            proc.wait(timeout=600)
-        finally:
-            proc.kill()
-        runs[name] = subprocess.CompletedProcess(cmd, proc.returncode, stdout.read_text(), stderr.read_text()), out
+        runs[name] = subprocess.run(cmd, cwd=ROOT, env=factory_env(), capture_output=True, text=True, timeout=600), out
     return runs
 
 
