@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shards.images import decode_array, decode_mask  # noqa: E402
 from shards.reader import iter_samples  # noqa: E402
+from shards.record import Sample  # noqa: E402
 
 
 @dataclass
@@ -29,8 +31,13 @@ class DemoQuality:
 
 def demo_quality(run: str | Path) -> DemoQuality:
     """The two means over ``run``'s accepted rows (``run`` is a factory output folder or a shard path)."""
+    return quality_of(iter_samples(run), where=str(run))
+
+
+def quality_of(samples: Iterable[Sample], where: str = "these rows") -> DemoQuality:
+    """The two means over the accepted ones of ``samples``."""
     errors, shares = [], []
-    for sample in iter_samples(run):
+    for sample in samples:
         if sample.status != "accepted":
             continue
         real = decode_array(sample.real_image).astype(np.int16)
@@ -38,7 +45,7 @@ def demo_quality(run: str | Path) -> DemoQuality:
         errors.append(float(np.abs(real - clean).mean()))
         shares.append(float((decode_mask(sample.mask) != 0).mean()))
     if not errors:
-        raise ValueError(f"{run} holds no accepted rows")
+        raise ValueError(f"{where} holds no accepted rows")
     return DemoQuality(len(errors), float(np.mean(errors)), float(np.mean(shares)))
 
 
