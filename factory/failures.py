@@ -30,7 +30,7 @@ INVALID_ANSWERS = "vlm answers"  # the breaker's name for samples rejected for a
 
 
 def invalid_vlm_answer(sample: Sample) -> bool:
-    """Rejected because the VLM's answer did not follow its schema (the description's, or every verdict's)."""
+    """Rejected because a VLM answer did not follow its schema (the description's, or any verdict's of the image)."""
     return sample.status == "rejected" and "vlm_invalid_answer" in sample.reject_reason
 
 

@@ -58,8 +58,8 @@ def preset_overrides(name: str) -> dict[str, Any]:
                 "seeds_together": 4,
                 "vlm": {"actors": 1, "num_gpus": 1.0},
                 "perception": {"min_actors": 1, "max_actors": None, "batch_size": 8, "num_gpus": 0.5},
-                # Compiled (one warm-up call per actor), T5 on the perception GPU, photos per call
-                # sized from the memory measured at warm-up.
+                # Compiled (one warm-up call per actor), T5 on the perception GPU, one photo group per
+                # engine call.
                 "synthesis": {"min_actors": 1, "max_actors": None, "batch_size": 8, "num_gpus": 1.0,
                               "compile": "on_cuda", "text_encoders_in": "perception"},
                 "curation": {"min_actors": 1, "max_actors": None, "batch_size": 8, "num_gpus": 0.5},
