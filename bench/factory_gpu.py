@@ -57,13 +57,13 @@ def bench_config(side: int, smoke: bool) -> Config:
 
 
 def planned_batch(config: Config, photos: int):
-    """``photos`` × seeds_together samples through decode and perception (in this process)."""
+    """``photos`` × seeds_together samples through perception (which decodes them), in this process."""
     from factory.plan import candidates, work_schema
-    from factory.stages import PerceptionStage, decode_sources
+    from factory.stages import PerceptionStage
 
     items = list(candidates(config))[: photos * config.factory.seeds_together]
     config_json = config.model_dump_json()
-    table = decode_sources(pa.Table.from_pylist([w.__dict__ for w in items], schema=work_schema()), config_json)
+    table = pa.Table.from_pylist([w.__dict__ for w in items], schema=work_schema())
     perception = PerceptionStage(config_json)
     planned = perception(table)
     del perception  # its T5 leaves the GPU before the synthesis stage loads

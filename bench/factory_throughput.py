@@ -20,7 +20,7 @@ import pyarrow as pa
 from factory.config import load_config
 from factory.pipeline import run_factory
 from factory.plan import candidates, work_schema
-from factory.stages import STAGES, decode_sources
+from factory.stages import STAGES
 from shards.rows import table_to_samples
 
 
@@ -32,7 +32,7 @@ def sequential(n: int, config) -> tuple[float, int, int]:
     stages = [cls(config_json) for cls in STAGES.values()]
     accepted = processed = 0
     for item in candidates(config):
-        table = decode_sources(pa.Table.from_pylist([item.__dict__], schema=work_schema()), config_json)
+        table = pa.Table.from_pylist([item.__dict__], schema=work_schema())  # the perception stage decodes it
         for stage in stages:
             table = stage(table)
         processed += 1

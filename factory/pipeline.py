@@ -46,7 +46,7 @@ from factory.failures import Failures, StageFailingError
 from factory.output import Ledger, OutputDir, OutputMismatchError, ShardBuffer, build_report
 from factory.plan import WorkItem, candidates, plan_stream
 from factory.actor_starts import ActorStarts
-from factory.stages import build_dataset
+from factory.stages import build_dataset, kill_actors
 from factory.vlm_service import VLMClient, start_vlm_service, stop_vlm_service
 from factory.watchdog import stall_deadline
 from shards.record import Sample
@@ -158,20 +158,27 @@ class StreamJob:
 
     def run(self, vlm: VLMClient | None) -> None:
         """Streams until ``n`` accepted are committed, the plan is used up or the breaker trips."""
+        import ray
+
         factory, stream_errors = self.config.factory, 0
+        job_id = ray.get_runtime_context().get_job_id()
         while not self.done and len(self.streams) < factory.max_streams:
             if self.plan[self.cursor].sample_id in self.failures.given_up():
                 break  # run_factory names the failing stage: the prefix cannot pass this sample
             items = plan_stream(self.plan, self.cursor, set(self.ledger.status) | set(self.held))
             info = {"stream": len(self.streams) + 1, "planned": len(items), "from_position": self.cursor}
             log.info("stream %d: %d samples planned from plan position %d", info["stream"], len(items), self.cursor)
-            dataset = build_dataset(items, self.config, vlm, self.actors)
+            actor_prefix = f"flawforge/{job_id}/stream-{info['stream']}/"  # each pool's actors: prefix + pool-i
+            dataset = build_dataset(items, self.config, vlm, self.actors, actor_prefix)
             start, before = time.perf_counter(), len(self.ledger.status) + len(self.buffer.rows)
             try:
                 self._consume(dataset, info, start)
             except Exception as err:  # agents' errors arrive as failed rows: this is the stream itself (lost node, ...)
                 stream_errors += 1
                 info["error"] = f"{type(err).__name__}: {err}"[:500]
+                # Ray Data only let go of the stream's actors: one stuck in a task (or kept for an object
+                # lost with its node) would hold its GPU forever and stall every later stream.
+                info["actors_killed"] = kill_actors(actor_prefix)
                 log.warning("stream %d failed (%s); replanning from the committed shards (%d/%d)",
                             info["stream"], info["error"], stream_errors, factory.stream_retries)
                 if stream_errors > factory.stream_retries:

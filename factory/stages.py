@@ -1,9 +1,9 @@
 """The Ray Data stages: the factory's steps (``agents.step``), read top to bottom —
 
-    decode → [perception: describe → ground + segment → plan] → [synthesis: synthesize]
+    [perception: decode → describe → ground + segment → plan] → [synthesis: synthesize]
            → [curation: pixel checks → verdicts → explain]
 
-``decode_sources`` is fused into the perception actors (it asks for their resources); each bracket is
+``decode_sources`` runs first in each perception actor's call (no task workers of its own); each bracket is
 one actor pool (``PoolStage``) that loads its steps' models once per actor and runs its step list
 (``factory.steps``), which gives each step only the config sections it reads. The VLM is
 the run's shared service (``factory.vlm_service``), passed in by the driver.
@@ -20,15 +20,19 @@ with its outcome and resume can key on ``sample_id``. Outcomes are kept apart by
   the job when a stage keeps failing. CUDA out-of-memory first halves the batch and retries.
 
 A crashed actor process is restarted by Ray Data (unlimited restarts and task retries by default).
+Each actor is named after its stream (``actor_names``), so the driver can kill an abandoned stream's
+actors (``kill_actors``): Ray Data only drops its references to them, and an actor stuck in a task, or
+kept for the lineage of an object lost with its node, would otherwise keep its GPU from the next stream.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -104,6 +108,7 @@ class PoolStage:
     name = "pool"
 
     def __init__(self, config_json: str, vlm: VLMClient | None = None, actors=None):
+        self.config_json = config_json
         self.steps: list[Step] = self.build(Config.model_validate_json(config_json), vlm)
         if actors is not None:  # the driver's ActorStarts: how many actors each pool started
             actors.started.remote(self.name)
@@ -111,8 +116,12 @@ class PoolStage:
     def build(self, config: Config, vlm: VLMClient | None) -> list[Step]:
         raise NotImplementedError
 
+    def samples_in(self, batch: pa.Table) -> list[Sample]:
+        """The batch's samples, as the previous pool left them."""
+        return table_to_samples(batch)
+
     def __call__(self, batch: pa.Table) -> pa.Table:
-        samples = table_to_samples(batch)
+        samples = self.samples_in(batch)
         pending = [s for s in samples if s.is_pending]
         start = time.perf_counter()
         run_steps(self.steps, pending, Pixels(), call=self.run_step)
@@ -161,6 +170,10 @@ class PerceptionStage(PoolStage):
 
     name = "perception"
 
+    def samples_in(self, batch: pa.Table) -> list[Sample]:
+        """Work items, decoded here (``decode_sources``): the first pool reads the photos itself."""
+        return table_to_samples(decode_sources(batch, self.config_json))
+
     def build(self, config: Config, vlm: VLMClient | None) -> list[Step]:
         from factory.steps import load_perception_models, perception_steps
 
@@ -204,7 +217,7 @@ class CurationStage(PoolStage):
         return curation_steps(config, load_curation_models(config, connect_vlm(config, vlm)))
 
 
-# The factory top to bottom: decode (``decode_sources``, tasks), then these actor pools in order.
+# The factory top to bottom: these actor pools in order (perception decodes the photos first).
 STAGES: dict[str, type[PoolStage]] = {
     "perception": PerceptionStage,
     "synthesis": SynthesisStage,
@@ -212,10 +225,11 @@ STAGES: dict[str, type[PoolStage]] = {
 }
 
 
-def build_dataset(items: list[WorkItem], config: Config, vlm: VLMClient | None = None, actors: Any = None):
-    """The streaming graph of one stream: decoding, then one actor pool per agent; the agents that ask
-    a VLM share the run's ``vlm`` service, and every actor reports its start to ``actors``
-    (``factory.actor_starts.ActorStarts``)."""
+def build_dataset(items: list[WorkItem], config: Config, vlm: VLMClient | None = None, actors: Any = None,
+                  actor_prefix: str | None = None):
+    """The streaming graph of one stream: one actor pool per agent (perception decodes the photos); the
+    agents that ask a VLM share the run's ``vlm`` service, every actor reports its start to ``actors``
+    (``factory.actor_starts.ActorStarts``), and with ``actor_prefix`` each is named by ``actor_names``."""
     import ray
 
     config_json = config.model_dump_json()
@@ -228,11 +242,6 @@ def build_dataset(items: list[WorkItem], config: Config, vlm: VLMClient | None =
     largest_batch = max(getattr(config.factory, name).batch_size for name in STAGES)
     rows = max(largest_batch, math.ceil(len(items) / config.factory.max_blocks))
     ds = ray.data.from_arrow([table.slice(start, stop - start) for start, stop in photo_blocks(items, rows)])
-    # Decoding asks for the perception actors' resources, so Ray Data fuses it into them: no task
-    # workers that each import torch and the agents just to decode a few photos.
-    first = config.factory.perception
-    ds = ds.map_batches(decode_sources, fn_kwargs={"config_json": config_json}, batch_format="pyarrow",
-                        batch_size=None, num_cpus=first.num_cpus, num_gpus=first.num_gpus or None)
     for name, stage_cls in STAGES.items():
         stage = getattr(config.factory, name)
         ds = ds.map_batches(
@@ -243,5 +252,27 @@ def build_dataset(items: list[WorkItem], config: Config, vlm: VLMClient | None =
             compute=stage.compute(),
             num_cpus=stage.num_cpus,
             num_gpus=stage.num_gpus or None,
+            ray_remote_args_fn=actor_names(f"{actor_prefix}{name}-") if actor_prefix else None,
         )  # Ray Data restarts crashed actors and retries their tasks by default (max_restarts=-1)
     return ds
+
+
+def actor_names(prefix: str) -> Callable[[], dict[str, str]]:
+    """Ray Data's ``ray_remote_args_fn`` for a pool: each actor it creates is named ``prefix`` + a number.
+    A named actor is still garbage-collected once nobody holds it, as Ray Data expects."""
+    numbers = itertools.count()
+    return lambda: {"name": f"{prefix}{next(numbers)}"}
+
+
+def kill_actors(prefix: str) -> int:
+    """Kill (without restart) every live actor whose name starts with ``prefix``: an abandoned stream's
+    pools, so that what they held (a GPU) is free for the next stream. Returns how many."""
+    import ray
+
+    names = [name for name in ray.util.list_named_actors() if name.startswith(prefix)]
+    for name in names:
+        try:
+            ray.kill(ray.get_actor(name), no_restart=True)
+        except ValueError:  # it died between the listing and the lookup
+            pass
+    return len(names)

@@ -190,7 +190,8 @@ def test_resume_after_kill_9_of_the_whole_job(tmp_path, samples_run):
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=True, ignore_reinit_error=True,  # the state API needs it
+    ray.init(num_cpus=2, num_gpus=1,  # a logical GPU for the stuck-stream test (the tiny pools ask for none)
+             include_dashboard=True, ignore_reinit_error=True,  # the state API needs it
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     yield
     ray.shutdown()
@@ -230,6 +231,48 @@ def test_bad_inputs_are_rejected_with_reasons_and_the_job_completes(tmp_path, lo
     assert bad == {expected[Path(s.source_id).name] for s in processed_bad}, reasons
     assert all(s.status == "accepted" or not s.reject_reason.startswith("bad_input") for s in samples
                if Path(s.source_id).name.startswith("good"))
+
+
+class _Stuck:
+    """A pool actor whose first batch never ends (a hung read, a wedged kernel)."""
+
+    def __init__(self, stuck: bool):
+        self.stuck = stuck
+
+    def __call__(self, batch):
+        while self.stuck:
+            time.sleep(1)
+        return batch
+
+
+def test_an_abandoned_streams_actors_are_killed_so_the_next_stream_gets_their_gpu(local_ray):
+    """Ray Data only lets go of an abandoned stream's actors; one stuck in a task keeps its GPU, and the
+    next stream's pool never starts (after a lost node Ray can keep one for an object's lineage too: the
+    job then stalled stream after stream). The driver names each stream's actors (``actor_names``) and
+    kills them when it abandons the stream (``kill_actors``): the next stream gets the GPU."""
+    import ray
+
+    from factory.stages import actor_names, kill_actors
+    from factory.watchdog import StreamStalled, stall_deadline
+
+    def stream(number: int, stuck: bool) -> int:
+        ds = ray.data.range(4, override_num_blocks=1).map_batches(
+            _Stuck, fn_constructor_kwargs={"stuck": stuck}, compute=ray.data.ActorPoolStrategy(size=1),
+            num_gpus=1, batch_size=4, ray_remote_args_fn=actor_names(f"test/stream-{number}/pool-"))
+        with stall_deadline(15) as deadline:
+            rows = 0
+            for batch in ds.iter_batches(batch_size=None):
+                deadline.beat()
+                rows += len(batch["id"])
+        return rows
+
+    with pytest.raises(StreamStalled):
+        stream(1, stuck=True)
+    time.sleep(2)  # Ray Data let go of the actor; it is still there, holding the GPU
+    assert ray.available_resources().get("GPU", 0) == 0
+    assert kill_actors("test/stream-1/") == 1
+    assert stream(2, stuck=False) == 4  # (without the kill: StreamStalled again)
+    assert not [name for name in ray.util.list_named_actors() if name.startswith("test/")]
 
 
 def test_changed_config_is_refused(tmp_path):

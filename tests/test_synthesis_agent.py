@@ -55,7 +55,7 @@ def test_a_photos_seeds_share_perception_and_inversion_with_the_same_output():
     import pyarrow as pa
 
     from factory.plan import candidates, work_schema
-    from factory.stages import PerceptionStage, SynthesisStage, decode_sources
+    from factory.stages import PerceptionStage, SynthesisStage
     from shards.rows import table_to_samples
 
     config = load_config("tiny", overrides={"factory.seeds_together": 3, "factory.perception.batch_size": 6,
@@ -63,7 +63,7 @@ def test_a_photos_seeds_share_perception_and_inversion_with_the_same_output():
     items = [w for w in candidates(config) if w.source_id in ("samples/astronaut", "samples/chelsea")][:6]
     assert [w.source_id for w in items] == ["samples/astronaut"] * 3 + ["samples/chelsea"] * 3
     config_json = config.model_dump_json()
-    work = decode_sources(pa.Table.from_pylist([w.__dict__ for w in items], schema=work_schema()), config_json)
+    work = pa.Table.from_pylist([w.__dict__ for w in items], schema=work_schema())  # perception decodes them
     perceive, synthesize = PerceptionStage(config_json), SynthesisStage(config_json)
     engine = synthesize.steps[0].engine
     rows = []
@@ -95,17 +95,16 @@ def test_a_photos_seeds_share_perception_and_inversion_with_the_same_output():
 
 
 def _two_photos(**overrides):
-    """A tiny config with ``overrides`` and the transport batch of two photos' first three seeds."""
+    """A tiny config with ``overrides`` and the work items of two photos' first three seeds (the
+    perception stage decodes them)."""
     import pyarrow as pa
 
     from factory.plan import candidates, work_schema
-    from factory.stages import decode_sources
 
     config = load_config("tiny", overrides={"factory.seeds_together": 3, "factory.perception.batch_size": 6,
                                             "factory.synthesis.batch_size": 6, **overrides})
     items = [w for w in candidates(config) if w.source_id in ("samples/astronaut", "samples/chelsea")][:6]
-    return config, decode_sources(pa.Table.from_pylist([w.__dict__ for w in items], schema=work_schema()),
-                                  config.model_dump_json())
+    return config, pa.Table.from_pylist([w.__dict__ for w in items], schema=work_schema())
 
 
 def _images(table) -> dict[str, np.ndarray]:
