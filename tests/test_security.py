@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "ray_cluster.yaml"
 KUBERAY_YAML = ROOT / "deploy" / "kuberay.yaml"
 RAY_BIN = Path(sys.executable).parent
+HEAD_GRACE_S = 5  # a test head's processes get SIGTERM together, then this long before SIGKILL
 
 # ---------------------------------------------------------------------------------- secret scanning
 SECRET_NAME = re.compile(r"token|secret|password|passwd|api_?key|access_?key|credential", re.I)
@@ -296,9 +297,14 @@ def local_head(home: Path, num_cpus: int = 2, extra_env: dict[str, str] | None =
                 time.sleep(0.5)
         yield LocalHead(url, env, home)
     finally:
-        proc.send_signal(signal.SIGTERM)  # ray start --block stops its own processes on SIGTERM
+        # SIGTERM to every process of the head at once, then SIGKILL to what is left. (`ray start --block`
+        # alone stops its processes one after the other, each with its own grace period: 30 s on 2 cores.)
         try:
-            proc.wait(timeout=60)
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=HEAD_GRACE_S)
         except subprocess.TimeoutExpired:
             pass
         try:
