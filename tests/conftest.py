@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +46,26 @@ def factory_env() -> dict[str, str]:
                PYTHONPATH=str(ROOT))
     env.pop("RAY_ADDRESS", None)
     return env
+
+
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_process_group(proc: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM to every process of ``proc``'s group at once (it was started with ``start_new_session``), then
+    SIGKILL to whatever of the group is left after ``grace_s``: a server's workers stop together, not one
+    after the other, and none outlives its leader."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace_s)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the leader may have exited while others of its group have not
+    proc.wait(timeout=30)
 
 
 def write_photos(folder: Path, names: tuple[str, ...]) -> Path:

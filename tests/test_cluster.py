@@ -14,8 +14,9 @@ import pytest
 
 from factory.config import load_config
 from factory.pipeline import run_factory
+from tests.conftest import free_port
 from tests.test_factory import assert_valid_run
-from tests.test_security import free_port, local_head
+from tests.test_security import local_head
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -18,7 +18,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+
+from tests.conftest import free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "ray_cluster.yaml"
@@ -234,12 +235,6 @@ def test_kuberay_checks_catch_an_open_cluster():
 
 
 # ------------------------------------------------------------------------ a loopback head with auth
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class LocalHead:
     """A running loopback head: its dashboard URL, its environment and its HOME (holding the token)."""
 
@@ -297,21 +292,9 @@ def local_head(home: Path, num_cpus: int = 2, extra_env: dict[str, str] | None =
                 time.sleep(0.5)
         yield LocalHead(url, env, home)
     finally:
-        # SIGTERM to every process of the head at once, then SIGKILL to what is left. (`ray start --block`
-        # alone stops its processes one after the other, each with its own grace period: 30 s on 2 cores.)
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=HEAD_GRACE_S)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # whatever of ours is left in the group
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=30)
+        # Every process of the head at once: `ray start --block` alone stops them one after the other, each
+        # with its own grace period (30 s on 2 cores).
+        stop_process_group(proc, HEAD_GRACE_S)
         strays = _processes_naming(temp_dir)  # any of ours that left the group: their command names our dir
         for pid in strays:
             try:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,14 +21,9 @@ from pathlib import Path
 from typing import Iterator
 
 from factory.vlm_service import CHECK_NAME
+from tests.conftest import free_port, stop_process_group
 
 SERVE_START_S = 180  # loading the tiny model and starting uvicorn on 2 busy cores
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_tiny_vlm(folder: Path, seed: int = 0) -> Path:
@@ -57,13 +50,7 @@ def transformers_serve(model_dir: Path, log: Path) -> Iterator[str]:
         wait_healthy(f"http://127.0.0.1:{port}/health", proc, log)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)  # its own group: the server and its model worker
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc, grace_s=30)  # its own group: the server and its model worker
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
